@@ -1,0 +1,145 @@
+"""Layers shared by every backbone family: attention (SDPA or explicit weights), MLP, drop-path, block.
+
+Numerics follow the official code bases (reference/backbones.md "Attention numerics"): fused qkv
+projection split [q | k | v] head-major, scale d**-0.5, softmax, heads concatenated, output projection.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["Attention", "CrossAttention", "Mlp", "DropPath", "Block", "attend"]
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool = False):
+    """Scaled dot-product attention over (..., H, N, D) tensors.
+
+    The fused SDPA kernel returns no weights, so when a caller needs them (an attention-score pruner
+    reads the layer before it) the explicit path runs instead; both give the same maths.
+    Returns (out (..., H, N, Dv), weights (..., H, N, M) or None).
+    """
+    if not need_weights:
+        return F.scaled_dot_product_attention(q, k, v), None
+    attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    return attn @ v, attn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the second-to-last axis of (B, N, C).
+
+    Args:
+        dim: channels C.
+        num_heads: heads H (C must be divisible by H).
+        qkv_bias: bias on the fused qkv projection.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}; pick a divisor")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        out, attn = attend(qkv[0], qkv[1], qkv[2], need_weights)  # (B, H, N, d)
+        out = out.transpose(1, 2).reshape(B, N, C)
+        return self.proj_drop(self.proj(out)), attn
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention with separate q/k/v projections (HoT TRA, MHFormer CHI).
+
+    Args:
+        dim: channels C of queries, keys and values.
+        num_heads: heads H.
+        qkv_bias: bias on `linear_q/k/v`.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}; pick a divisor")
+        self.num_heads = num_heads
+        self.linear_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.linear_k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.linear_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        return x.reshape(B, N, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, N, d)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        B, N, C = q.shape
+        out, _ = attend(self._heads(self.linear_q(q)), self._heads(self.linear_k(k)), self._heads(self.linear_v(v)))
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU (exact erf) -> dropout -> fc2 -> dropout."""
+
+    def __init__(self, dim: int, hidden: int, out_dim: Optional[int] = None, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Per-sample stochastic depth: zero a whole residual branch with probability `p` while training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + DP(attn(norm1 x)); x + DP(mlp(norm2 x)).
+
+    Args:
+        dim: channels C.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden = mlp_ratio * C.
+        qkv_bias: bias on the qkv projection.
+        drop: dropout in the MLP and after the attention projection.
+        drop_path: stochastic-depth rate of both residual branches.
+        norm_eps: LayerNorm epsilon (1e-6 in MixSTE/MotionBERT, 1e-5 in MotionAGFormer).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 2.0, qkv_bias: bool = True,
+                 drop: float = 0.0, drop_path: float = 0.0, norm_eps: float = 1e-6):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, proj_drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor, need_weights: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        y, attn = self.attn(self.norm1(x), need_weights)
+        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, attn

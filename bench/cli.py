@@ -1,0 +1,213 @@
+"""`vptbench run | report | list | quickstart`.
+
+`run` is a hydra app over the config tree in `ablations/` (`-m` sweeps a grid). Every cell of the
+command line is composed and validated first, so a bad override or schedule stops the command with
+one line on stderr before any compute. Each cell prints its record as one JSON object on the last
+line of its stdout and writes it to the results store.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
+USAGE = """usage: vptbench COMMAND [ARGS]
+
+commands:
+  run [-m] OVERRIDES...      run one cell (or a grid with -m), e.g.
+                             vptbench run backbone=mixste pruner=cluster recoverer=attention 'schedule=[[3,81]]' metrics=[params,flops]
+  report --store DIR --out DIR
+                             write results.csv, results.md and plots from a results store
+  list                       show backbones, presets, pruners, recoverers, pipelines, data and experiments
+  quickstart                 the main job: default ablation grid + paper-preset efficiency + report
+"""
+
+_failures: List[str] = []
+
+
+class UserError(Exception):
+    """A bad command line or config: printed as one line, exit code 2."""
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip()
+    m = re.search(r"Could not find '([^']+)'.*?Available options in '([^']+)':\n(.*?)(\n\S|$)", msg, re.S)
+    if m:
+        opts = ", ".join(o for o in m.group(3).split() if not o.startswith("base_"))
+        return f"unknown option '{m.group(1)}'; valid {m.group(2)} options: {opts}"
+    if e.__cause__ is not None and str(e.__cause__).strip():
+        msg = f"{msg}: {str(e.__cause__).strip()}"
+    lines = [l.strip() for l in msg.splitlines() if l.strip()]
+    keep = [l for l in lines if not l.startswith(("object_type", "full_key", "reference_type"))]
+    text = "; ".join(keep[:2]) if keep else type(e).__name__
+    key = next((l.partition(":")[2].strip() for l in lines if l.startswith("full_key")), "")
+    return f"{text} (key: {key})" if key and key not in text else text
+
+
+def _compose_all(overrides: List[str], multirun: bool):
+    """Compose and validate every cell the command line describes; returns how many cells."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from .config import register_configs
+
+    register_configs()
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except Exception as e:  # hydra's OverrideParseException
+        raise UserError(_one_line(e)) from None
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweeps = {o.get_key_element(): [o.get_key_element() + "=" + v for v in _sweep_values(o)]
+              for o in parsed if o.is_sweep_override()}
+    if sweeps and not multirun:
+        raise UserError(f"{', '.join(sweeps)} sweep(s) several values; add -m to run a grid")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ABLATIONS), version_base="1.3"):
+            if multirun:  # the experiment's own grid (hydra.sweeper.params), command line wins
+                base = compose("config", overrides=fixed, return_hydra_config=True)
+                for key, val in (base.hydra.sweeper.params or {}).items():
+                    if key not in sweeps:
+                        o = parser.parse_override(f"{key}={val}")
+                        sweeps[key] = [f"{key}={v}" for v in _sweep_values(o)] if o.is_sweep_override() else [o.input_line]
+            cells = list(itertools.product(*sweeps.values())) or [()]
+            for combo in cells:
+                cfg = compose("config", overrides=fixed + list(combo))
+                OmegaConf.to_object(cfg)  # runs Config.__post_init__ validation
+    except UserError:
+        raise
+    except Exception as e:  # hydra composition / omegaconf validation / our ValueErrors
+        raise UserError(_one_line(e)) from None
+    finally:
+        GlobalHydra.instance().clear()
+    return len(cells)
+
+
+def _sweep_values(o) -> List[str]:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: F401  (same grammar)
+    from hydra.core.override_parser.types import Override
+
+    return [Override._get_value_element_as_str(v) for v in o.sweep_iterator()]
+
+
+def _task(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    from .cell import run_cell
+
+    conf = OmegaConf.to_object(cfg)
+    record = run_cell(conf)
+    if record.get("status") != "ok":
+        _failures.append(f"{record.get('key')}: {record.get('error')}")
+    sys.stdout.flush()
+    print(json.dumps(record, sort_keys=True, default=str), flush=True)
+
+
+def cmd_run(args: List[str]) -> int:
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if not a.startswith("-")]
+    flags = [a for a in args if a.startswith("-")]
+    if any(f not in ("-m", "--multirun") for f in flags) and not any(f.startswith(("--cfg", "--info", "--help", "-c", "-i", "-h")) for f in flags):
+        raise UserError(f"unknown flag(s) {' '.join(flags)}; vptbench run takes hydra overrides and -m")
+    if not flags or set(flags) <= {"-m", "--multirun"}:
+        _compose_all(overrides, multirun)
+    import hydra
+
+    from .config import register_configs
+
+    register_configs()
+    sys.argv = ["vptbench run"] + args
+    hydra.main(config_path=str(ABLATIONS), config_name="config", version_base="1.3")(_task)()
+    if _failures:
+        print(f"{len(_failures)} cell(s) failed:\n  " + "\n  ".join(_failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(args: List[str]) -> int:
+    from .report import write_report
+
+    p = argparse.ArgumentParser(prog="vptbench report")
+    p.add_argument("--store", required=True, help="results store directory")
+    p.add_argument("--out", required=True, help="output directory for tables and plots")
+    a = p.parse_args(args)
+    for path in write_report(a.store, a.out):
+        print(path)
+    return 0
+
+
+def cmd_list(args: List[str]) -> int:
+    import backbones
+    from backbones.hourglass import PIPELINES
+
+    print("backbones:  " + ", ".join(f"{b} (presets: {', '.join(backbones.list_presets(b))})"
+                                     for b in backbones.list_backbones()))
+    print("pruners:    " + ", ".join(backbones.list_pruners()))
+    print("recoverers: " + ", ".join(backbones.list_recoverers()))
+    print("pipelines:  " + ", ".join(PIPELINES))
+    print("data:       " + ", ".join(sorted(p.stem for p in (ABLATIONS / "data").glob("*.yaml"))))
+    print("experiments: " + ", ".join(sorted(p.stem for p in (ABLATIONS / "experiment").glob("*.yaml"))))
+    return 0
+
+
+# The main job's paper-preset cells: MixSTE, HoT w. MixSTE, TPC w. MixSTE (reference C.5).
+PAPER_CELLS = [
+    [],
+    ["pruner=cluster", "recoverer=attention", "schedule=[[3,81]]"],
+    ["pruner=cluster", "pipeline=seq2frame", "schedule=[[7,61]]"],
+]
+
+
+def cmd_quickstart(args: List[str]) -> int:
+    p = argparse.ArgumentParser(prog="vptbench quickstart")
+    p.add_argument("--store", default="results/quickstart")
+    p.add_argument("--out", default="reports/quickstart")
+    p.add_argument("--steps", type=int, default=None, help="training steps per cell (default: the experiment's)")
+    p.add_argument("--rerun", action="store_true", help="recompute cells already in the store")
+    a = p.parse_args(args)
+    common = [f"store={a.store}"] + (["rerun=true"] if a.rerun else [])
+    runs = [["-m", "experiment=quickstart"] + common + ([f"train.steps={a.steps}"] if a.steps is not None else [])]
+    runs += [["backbone=mixste", "preset=paper", "metrics=[params,flops,speed]", "experiment=null",
+              "speed.warmup=1", "speed.iters=1", "speed.repeats=3"] + cell + common for cell in PAPER_CELLS]
+    failed = 0
+    for run in runs:
+        print("+ vptbench run " + " ".join(run), file=sys.stderr, flush=True)
+        failed += subprocess.call([sys.executable, "-m", "bench.cli", "run", *run], stdout=subprocess.DEVNULL) != 0
+    rc = cmd_report(["--store", a.store, "--out", a.out])
+    return 1 if failed else rc
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "quickstart": cmd_quickstart}
+
+
+def main(argv: List[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"vptbench: unknown command {argv[0]!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except UserError as e:
+        print(f"vptbench: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad input found while running (e.g. a missing data file)
+        print(f"vptbench: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
