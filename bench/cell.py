@@ -36,10 +36,10 @@ METRIC_FIELDS = {
 
 
 def build_model(cfg: Config):
-    backbone = backbones.create(cfg.backbone.name, preset=cfg.preset.name, **dict(cfg.backbone.overrides))
-    return backbones.build_hourglass(
-        backbone, cfg.pruner.name, cfg.recoverer.name, cfg.schedule, pipeline=cfg.pipeline.name,
-        pruner_args=dict(cfg.pruner.args), recoverer_args=dict(cfg.recoverer.args), seed=cfg.seed)
+    return backbones.create_hourglass(
+        cfg.backbone.name, cfg.preset.name, cfg.pruner.name, cfg.recoverer.name, cfg.schedule,
+        pipeline=cfg.pipeline.name, pruner_args=dict(cfg.pruner.args), recoverer_args=dict(cfg.recoverer.args),
+        backbone_args=dict(cfg.backbone.overrides), seed=cfg.seed)
 
 
 @lru_cache(maxsize=1)

@@ -13,11 +13,12 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..registry import backbone_config, create
 from .pruning import PRUNERS, PruneContext
 from .recovery import RECOVERERS
 from .schedule import Schedule, parse_schedule
 
-__all__ = ["Hourglass", "build_hourglass", "check_hourglass", "PIPELINES"]
+__all__ = ["Hourglass", "build_hourglass", "check_hourglass", "create_hourglass", "PIPELINES"]
 
 PIPELINES = ("seq2seq", "seq2frame")
 
@@ -144,3 +145,18 @@ def build_hourglass(backbone: nn.Module, pruner: str = "none", recoverer: str = 
     r = RECOVERERS.build(recoverer, dim=backbone.embed_dim, num_frames=backbone.num_frames,
                          num_heads=backbone.num_heads, qkv_bias=backbone.qkv_bias, **(recoverer_args or {}))
     return Hourglass(backbone, p, r, sched, pipeline=pipeline, **kwargs)
+
+
+def create_hourglass(backbone: str, preset: str = "paper", pruner: str = "none", recoverer: str = "none",
+                     schedule=(), pipeline: str = "seq2seq", pruner_args: Optional[dict] = None,
+                     recoverer_args: Optional[dict] = None, backbone_args: Optional[dict] = None,
+                     **kwargs) -> Hourglass:
+    """The one way to build a cell's model by names: validates first, then builds the backbone (passing
+    `frames_per_layer` from the schedule to families whose parameters depend on it) and wraps it."""
+    backbone_args = dict(backbone_args or {})
+    cfg = backbone_config(backbone, preset, **backbone_args)
+    sched = check_hourglass(cfg.depth, cfg.num_frames, pruner, recoverer, schedule, pipeline)
+    if hasattr(cfg, "frames_per_layer") and backbone_args.get("frames_per_layer") is None:
+        backbone_args["frames_per_layer"] = sched.frames_per_layer(cfg.depth, cfg.num_frames)
+    model = create(backbone, preset=preset, **backbone_args)
+    return build_hourglass(model, pruner, recoverer, sched, pipeline, pruner_args, recoverer_args, **kwargs)
