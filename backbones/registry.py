@@ -11,7 +11,7 @@ import re
 from typing import Any, Callable, Dict, Iterable, List, Union
 
 __all__ = ["Registry", "register_backbone", "create", "list_backbones", "is_backbone", "BACKBONES",
-           "backbone_config", "list_presets", "resolve_config"]
+           "backbone_config", "backbone_pipelines", "list_presets", "resolve_config"]
 
 
 def _natural_key(name: str):
@@ -69,18 +69,22 @@ class Registry:
 
 BACKBONES = Registry("backbone")
 _PRESETS: Dict[str, Dict[str, Any]] = {}
+_PIPELINES: Dict[str, tuple] = {}
 
 
-def register_backbone(fn=None, *, presets: Dict[str, Any] | None = None):
+def register_backbone(fn=None, *, presets: Dict[str, Any] | None = None,
+                      pipelines: tuple = ("seq2seq", "seq2frame")):
     """Register a backbone builder `fn(preset='paper', **overrides) -> nn.Module` under `fn.__name__`.
 
     `presets` (name -> frozen config dataclass with at least `depth` and `num_frames`) lets callers
-    resolve and validate a configuration without building the model (`backbone_config`).
+    resolve and validate a configuration without building the model (`backbone_config`);
+    `pipelines` names the pipelines the family supports.
     """
 
     def _add(f):
         BACKBONES.register(f)
         _PRESETS[f.__name__] = presets or {}
+        _PIPELINES[f.__name__] = tuple(pipelines)
         return f
 
     return _add(fn) if fn is not None else _add
@@ -91,6 +95,11 @@ def backbone_config(name: str, preset: str = "paper", **overrides):
     BACKBONES.get(name)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return resolve_config(_PRESETS[name], preset, overrides, name)
+
+
+def backbone_pipelines(name: str) -> tuple:
+    BACKBONES.get(name)
+    return _PIPELINES[name]
 
 
 def list_presets(name: str) -> List[str]:

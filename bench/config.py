@@ -106,7 +106,8 @@ class Config:
         elif self.pipeline.name == "seq2frame":
             self.recoverer = RecovererCfg("none")  # seq2frame returns the (force-kept) centre frame
         self.schedule = check_hourglass(cfg.depth, cfg.num_frames, self.pruner.name, self.recoverer.name,
-                                        sched, self.pipeline.name).as_list()
+                                        sched, self.pipeline.name,
+                                        backbones.registry.backbone_pipelines(self.backbone.name)).as_list()
         if self.train.steps < 0 or self.train.batch_size < 1 or self.speed.batch_size < 1:
             raise ValueError("train.steps must be >= 0 and batch sizes >= 1")
 

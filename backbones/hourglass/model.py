@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..registry import backbone_config, create
+from ..registry import backbone_config, backbone_pipelines, create
 from .pruning import PRUNERS, PruneContext
 from .recovery import RECOVERERS
 from .schedule import Schedule, parse_schedule
@@ -101,6 +101,8 @@ class Hourglass(nn.Module):
 
         if self.pipeline == "seq2frame" or kept_only:
             poses = bb.regress(tokens)                                           # (B, k, J, 3)
+            if getattr(bb, "regresses_centre", False):                           # the head pools to one frame
+                return poses, stage_idx
             if kept_only:
                 return poses, stage_idx
             pos = (gidx == self.centre).to(torch.uint8).argmax(-1, keepdim=True)
@@ -115,11 +117,14 @@ class Hourglass(nn.Module):
 
 
 def check_hourglass(depth: int, frames: int, pruner: str = "none", recoverer: str = "none", schedule=(),
-                    pipeline: str = "seq2seq") -> Schedule:
+                    pipeline: str = "seq2seq", supported_pipelines: Sequence[str] = PIPELINES) -> Schedule:
     """Validate a combination without building anything; returns the parsed schedule.
     Every user error is one line naming the fix."""
     if pipeline not in PIPELINES:
         raise ValueError(f"unknown pipeline {pipeline!r}; valid pipelines: {', '.join(PIPELINES)}")
+    if pipeline not in supported_pipelines:
+        raise ValueError(f"this backbone supports pipeline {', '.join(supported_pipelines)} only; "
+                         f"set pipeline={supported_pipelines[0]}")
     PRUNERS.get(pruner), RECOVERERS.get(recoverer)  # unknown names -> one-line error listing the valid ones
     sched = schedule if isinstance(schedule, Schedule) else parse_schedule(schedule)
     sched.validate(depth, frames)
@@ -140,7 +145,8 @@ def build_hourglass(backbone: nn.Module, pruner: str = "none", recoverer: str = 
                     pipeline: str = "seq2seq", pruner_args: Optional[dict] = None,
                     recoverer_args: Optional[dict] = None, **kwargs) -> Hourglass:
     """Check the combination (`check_hourglass`), then build it."""
-    sched = check_hourglass(backbone.depth, backbone.num_frames, pruner, recoverer, schedule, pipeline)
+    sched = check_hourglass(backbone.depth, backbone.num_frames, pruner, recoverer, schedule, pipeline,
+                            getattr(backbone, "pipelines", PIPELINES))
     p = PRUNERS.build(pruner, **(pruner_args or {}))
     r = RECOVERERS.build(recoverer, dim=backbone.embed_dim, num_frames=backbone.num_frames,
                          num_heads=backbone.num_heads, qkv_bias=backbone.qkv_bias, **(recoverer_args or {}))
@@ -155,7 +161,8 @@ def create_hourglass(backbone: str, preset: str = "paper", pruner: str = "none",
     `frames_per_layer` from the schedule to families whose parameters depend on it) and wraps it."""
     backbone_args = dict(backbone_args or {})
     cfg = backbone_config(backbone, preset, **backbone_args)
-    sched = check_hourglass(cfg.depth, cfg.num_frames, pruner, recoverer, schedule, pipeline)
+    sched = check_hourglass(cfg.depth, cfg.num_frames, pruner, recoverer, schedule, pipeline,
+                            backbone_pipelines(backbone))
     if hasattr(cfg, "frames_per_layer") and backbone_args.get("frames_per_layer") is None:
         backbone_args["frames_per_layer"] = sched.frames_per_layer(cfg.depth, cfg.num_frames)
     model = create(backbone, preset=preset, **backbone_args)
