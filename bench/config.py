@@ -114,7 +114,7 @@ class Config:
     def cell_identity(self) -> Dict[str, Any]:
         """Everything that changes a cell's numbers (not where it is stored or whether to rerun)."""
         d = asdict(self)
-        for k in ("store", "rerun", "experiment"):
+        for k in ("store", "rerun", "experiment", "metrics"):  # metrics accumulate in one record
             d.pop(k)
         d["train"].pop("progress")
         return d

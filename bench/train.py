@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .data.windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
 from .metrics import mean_over_actions, mpjpe, mpjve, p_mpjpe
 
-__all__ = ["train_model", "evaluate_model", "mpjpe_loss"]
+__all__ = ["train_model", "evaluate_model", "mpjpe_loss", "model_input"]
 
 
 def mpjpe_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -29,6 +29,16 @@ def mpjpe_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     pred = torch.cat([torch.zeros_like(pred[..., :1, :]), pred[..., 1:, :]], dim=-2)
     target = torch.cat([torch.zeros_like(target[..., :1, :]), target[..., 1:, :]], dim=-2)
     return (pred - target).norm(dim=-1).mean()
+
+
+def model_input(pos2d: np.ndarray, in_chans: int) -> np.ndarray:
+    """2D keypoints (..., J, 2) -> the model's input channels: (x, y) or (x, y, confidence). Ground-truth
+    2D has no detector confidence, so it is 1 everywhere."""
+    if in_chans == pos2d.shape[-1]:
+        return pos2d
+    if in_chans == 3 and pos2d.shape[-1] == 2:
+        return np.concatenate([pos2d, np.ones_like(pos2d[..., :1])], axis=-1)
+    raise ValueError(f"the model takes {in_chans} input channels but the data has {pos2d.shape[-1]}")
 
 
 def _gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -48,6 +58,7 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     seq2frame = getattr(model, "pipeline", "seq2seq") == "seq2frame"
+    in_chans = model.backbone.in_chans
     model.train()
     losses: List[float] = []
     t0 = time.perf_counter()
@@ -55,7 +66,7 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
     for _ in bar:
         pick = rng.integers(0, len(index), size=batch_size)
         x, y = fetch_windows(sequences, [index[i] for i in pick], frames)
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
+        x, y = torch.from_numpy(model_input(x, in_chans)), torch.from_numpy(y)
         if seq2frame:
             pred, stage_idx = model.forward_with_index(x, kept_only=True)
             if stage_idx:
@@ -85,18 +96,19 @@ def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int =
     """Returns mpjpe_mm, p_mpjpe_mm, mpjve_mm (means over actions), per_action_mpjpe_mm, eval_frames."""
     model.eval()
     seq2frame = getattr(model, "pipeline", "seq2seq") == "seq2frame"
+    pos2d_of = lambda seq: model_input(seq.pos2d, model.backbone.in_chans)  # noqa: E731
     rows_p1, rows_p2, rows_vel = [], [], []
     n_frames = 0
     for seq in sequences:
         T = len(seq.pos2d)
         if seq2frame:
             win = seq2frame_eval_windows(T, frames)                    # (T, frames) indices
-            pred = _predict(model, seq.pos2d[win], batch_size)[:, 0]   # (T, J, 3) centre frames
+            pred = _predict(model, pos2d_of(seq)[win], batch_size)[:, 0]   # (T, J, 3) centre frames
             target = seq.pos3d
             vel_pred, vel_target = pred[None], target[None]
         else:
             clips = seq2seq_eval_clips(T, frames)                       # (n_clips, frames) indices
-            pred = _predict(model, seq.pos2d[clips], batch_size)       # (n_clips, frames, J, 3)
+            pred = _predict(model, pos2d_of(seq)[clips], batch_size)       # (n_clips, frames, J, 3)
             target = seq.pos3d[clips]
             vel_pred, vel_target = pred, target
         pred = pred.copy()
