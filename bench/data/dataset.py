@@ -1,0 +1,159 @@
+"""Loading datasets as lists of `Sequence`, and splitting them by whole sequences.
+
+Preprocessing is the one used by VideoPose3D and its successors (reference E): world 3D ->
+camera frame -> root-relative with joint 0 set to 0; pixel 2D -> `X / w * 2 - [1, h / w]`.
+
+Names: 'realmocap' (the committed files in bench/data/files, real climbing mocap seen by 4
+virtual Human3.6M cameras) and 'synthetic' (generated, tests only). Anything else is a pair
+(path_3d, path_2d) or triple (path_3d, path_2d, cameras_json) of VideoPose3D-format files.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence as Seq, Tuple, Union
+
+import numpy as np
+
+from .camera import normalize_screen, world_to_camera
+from .h36m import load_h36m_motion
+from .skeleton import NUM_JOINTS
+from .structures import MotionSet, Sequence
+
+__all__ = [
+    "DATASETS", "DEFAULT_SPLITS", "H36M_SPLIT", "sequences_from_motion", "load_dataset",
+    "split_sequences", "load_split",
+]
+
+DATASETS = ("realmocap", "synthetic")
+
+# Split by whole sequences, never by frame: neighbouring frames are nearly identical, so a
+# frame-level split would leak the test set into training.
+DEFAULT_SPLITS: Dict[str, Dict] = {
+    "realmocap": {"by": "action", "train": ("climb_0", "climb_1", "climb_2"), "test": ("climb_3", "climb_4")},
+    "synthetic": {"by": "action", "train": ("synthetic_0", "synthetic_1", "synthetic_2", "synthetic_3"),
+                  "test": ("synthetic_4", "synthetic_5")},
+}
+# The standard Human3.6M protocol, used by default for file paths.
+H36M_SPLIT = {"by": "subject", "train": ("S1", "S5", "S6", "S7", "S8"), "test": ("S9", "S11")}
+
+PathsArg = Union[str, Path, Seq[Union[str, Path]]]
+
+
+def _check_finite(arr: np.ndarray, where: str, what: str) -> None:
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{where}: {what} contain NaN or inf values; clean or drop this action from the file")
+
+
+def sequences_from_motion(motion: MotionSet, cameras: Optional[Seq[int]] = None) -> List[Sequence]:
+    """Validate a MotionSet and convert every (subject, action, camera) into a `Sequence`.
+
+    Args:
+        motion: world-frame 3D, per-camera pixel 2D and cameras.
+        cameras: camera indices to keep (default: all cameras of each action).
+    """
+    out: List[Sequence] = []
+    for subject, actions in motion.positions_3d.items():
+        for action, world in actions.items():
+            where = f"subject '{subject}' action '{action}'"
+            world = np.asarray(world)
+            if world.ndim != 3 or world.shape[1:] != (NUM_JOINTS, 3) or len(world) == 0:
+                raise ValueError(f"{where}: 3D positions have shape {world.shape}, expected (T>0, 17, 3) "
+                                 "(32-joint Human3.6M arrays are reduced automatically)")
+            _check_finite(world, where, "3D positions")
+            views = motion.positions_2d.get(subject, {}).get(action)
+            cams = motion.cameras.get(subject, {}).get(action)
+            if views is None or cams is None:
+                raise ValueError(f"{where}: missing {'2D keypoints' if views is None else 'cameras'}; "
+                                 "the 2D file and cameras must cover every action of the 3D file")
+            if len(views) != len(cams):
+                raise ValueError(f"{where}: {len(views)} 2D views but {len(cams)} cameras; they must match one-to-one")
+            wanted = range(len(cams)) if cameras is None else cameras
+            for c in wanted:
+                if not 0 <= c < len(cams):
+                    raise ValueError(f"{where}: camera index {c} out of range; choose from 0..{len(cams) - 1}")
+                kp = np.asarray(views[c])
+                if kp.ndim != 3 or kp.shape[1:] != (NUM_JOINTS, 2) or len(kp) < len(world):
+                    raise ValueError(f"{where} camera {c}: 2D keypoints have shape {kp.shape}, expected "
+                                     f"(T2, 17, 2) with T2 >= {len(world)} (the 3D length)")
+                kp = kp[:len(world)]  # 2D tracks may be longer than the mocap; VideoPose3D truncates
+                _check_finite(kp, f"{where} camera {c}", "2D keypoints")
+                cam = cams[c]
+                X = world_to_camera(world, cam["orientation"], cam["translation_m"])  # (T, 17, 3)
+                pos3d = X - X[:, :1]                                                   # root-relative, root = 0
+                pos2d = normalize_screen(kp.astype(np.float64), cam["res_w"], cam["res_h"])
+                out.append(Sequence(subject, action, int(c), pos2d.astype(np.float32),
+                                    pos3d.astype(np.float32), float(motion.fps)))
+    return out
+
+
+def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
+                 files_dir: Optional[Union[str, Path]] = None) -> List[Sequence]:
+    """Load a dataset as a list of `Sequence` (one per subject, action and camera).
+
+    Args:
+        name_or_paths: 'realmocap', 'synthetic', or (path_3d, path_2d[, cameras_json]) of
+            VideoPose3D-format files (Human3.6M: data_3d_h36m.npz, data_2d_h36m_gt.npz).
+        cameras: camera indices to keep; default all.
+        files_dir: where the 'realmocap' files live (default: the committed bench/data/files).
+    """
+    if isinstance(name_or_paths, str) and name_or_paths in DATASETS:
+        if name_or_paths == "realmocap":
+            # lazy: importing it with the package would make `python -m bench.data.realmocap` warn
+            from .realmocap import load_realmocap_motion
+            motion = load_realmocap_motion(files_dir)
+        else:
+            from .synthetic import synthetic_motion  # lazy: synthetic builds on this module
+            motion = synthetic_motion()
+        return sequences_from_motion(motion, cameras)
+    if isinstance(name_or_paths, (str, Path)):
+        raise ValueError(f"unknown dataset '{name_or_paths}'; choose one of {list(DATASETS)} "
+                         "or pass (path_3d, path_2d[, cameras_json]) of VideoPose3D-format files")
+    paths = list(name_or_paths)
+    if len(paths) not in (2, 3):
+        raise ValueError(f"expected (path_3d, path_2d[, cameras_json]), got {len(paths)} paths")
+    return sequences_from_motion(load_h36m_motion(*paths), cameras)
+
+
+def split_sequences(seqs: Seq[Sequence], train: Seq[str], test: Seq[str], by: str = "action",
+                    strict: bool = True) -> Tuple[List[Sequence], List[Sequence]]:
+    """Split whole sequences into (train, test) by their action or subject name.
+
+    Sequences named in neither list are dropped. No name may be in both lists, and neither split
+    may come out empty. With `strict` (the default) every name must occur in `seqs`, so a typo
+    cannot silently drop data; `strict=False` lets a standard protocol run on a partial copy of a
+    dataset (e.g. Human3.6M files holding only some subjects).
+    """
+    if by not in ("action", "subject"):
+        raise ValueError(f"split by '{by}' is not supported; use by='action' or by='subject'")
+    overlap = sorted(set(train) & set(test))
+    if overlap:
+        raise ValueError(f"{overlap} in both train and test; a sequence may only be in one split")
+    present = {getattr(s, by) for s in seqs}
+    missing = sorted((set(train) | set(test)) - present)
+    if missing and strict:
+        raise ValueError(f"split names {missing} not found among the {by}s {sorted(present)}; fix the split")
+    train_set, test_set = set(train), set(test)
+    out = ([s for s in seqs if getattr(s, by) in train_set], [s for s in seqs if getattr(s, by) in test_set])
+    for name, part, names in (("train", out[0], train), ("test", out[1], test)):
+        if not part:
+            raise ValueError(f"the {name} split is empty (no {by} among {sorted(names)} in the data "
+                             f"{sorted(present)}); fix the split")
+    return out
+
+
+def load_split(name_or_paths: PathsArg, split: Optional[Mapping] = None, **kwargs
+               ) -> Tuple[List[Sequence], List[Sequence]]:
+    """(train, test) sequences of a dataset.
+
+    `split` = {'by': 'action'|'subject', 'train': names, 'test': names}; default
+    `DEFAULT_SPLITS[name]` for a named dataset and the Human3.6M subject protocol (S1, S5-S8 /
+    S9, S11; subjects absent from the files are skipped) for file paths.
+    Extra keyword arguments go to `load_dataset`.
+    """
+    seqs = load_dataset(name_or_paths, **kwargs)
+    strict = True
+    if split is None:
+        is_name = isinstance(name_or_paths, str) and name_or_paths in DEFAULT_SPLITS
+        split = DEFAULT_SPLITS[name_or_paths] if is_name else H36M_SPLIT
+        strict = is_name  # user files may hold only some of the protocol's subjects
+    return split_sequences(seqs, split["train"], split["test"], by=split.get("by", "action"), strict=strict)

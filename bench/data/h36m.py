@@ -1,0 +1,115 @@
+"""Reading and writing VideoPose3D-format files (the Human3.6M npz layout).
+
+- `*_3d.npz`: key `positions_3d` = pickled dict subject -> action -> (T, J, 3) world metres.
+- `*_2d*.npz`: key `positions_2d` = dict subject -> action -> list of (T, 17, 2) pixel arrays (one
+  per camera), key `metadata` = {layout_name, num_joints, keypoints_symmetry}.
+- cameras: Human3.6M keeps them as code constants (`skeleton.py`); the embedded real-motion set
+  stores its virtual cameras in a JSON file {"cameras": subject -> action -> [camera dict]}.
+
+The npz files hold pickled dicts (that is the format), so only load files you trust.
+This module is the small first cut for real Human3.6M files: 32 -> 17 joints and 2D truncation.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .camera import make_camera
+from .skeleton import H36M_32_TO_17, H36M_EXTRINSICS, H36M_FPS, H36M_INTRINSICS, KEYPOINTS_SYMMETRY, NUM_JOINTS
+from .structures import MotionSet
+
+__all__ = [
+    "read_positions_3d", "read_positions_2d", "write_positions_3d", "write_positions_2d",
+    "read_cameras_json", "write_cameras_json", "h36m_cameras", "load_h36m_motion", "H36M_2D_METADATA",
+]
+
+H36M_2D_METADATA = {"layout_name": "h36m", "num_joints": NUM_JOINTS, "keypoints_symmetry": KEYPOINTS_SYMMETRY}
+
+
+def _require_file(path, how_to_create: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {path} not found; {how_to_create}")
+    return path
+
+
+def _read_npz_dicts(path: Path, key: str, optional_key: Optional[str] = None) -> Tuple[Dict, Dict]:
+    """(the pickled dict under `key`, the one under `optional_key` or {}), reading the file once."""
+    with np.load(path, allow_pickle=True) as npz:
+        if key not in npz.files:
+            raise ValueError(f"{path} has no key '{key}' (keys: {npz.files}); pass a VideoPose3D-format npz")
+        value = npz[key]
+        extra = npz[optional_key].item() if optional_key in npz.files else {}
+    if value.dtype != object or value.shape != ():
+        raise ValueError(f"{path}: '{key}' is not a pickled dict; pass a VideoPose3D-format npz")
+    return value.item(), extra
+
+
+def read_positions_3d(path, how_to_create: str = "pass the path of a VideoPose3D data_3d_*.npz") -> Dict:
+    """subject -> action -> (T, J, 3) array, as stored."""
+    return _read_npz_dicts(_require_file(path, how_to_create), "positions_3d")[0]
+
+
+def read_positions_2d(path, how_to_create: str = "pass the path of a VideoPose3D data_2d_*.npz"
+                      ) -> Tuple[Dict, Dict]:
+    """(subject -> action -> [per-camera (T, 17, 2) array], metadata dict)."""
+    return _read_npz_dicts(_require_file(path, how_to_create), "positions_2d", "metadata")
+
+
+def write_positions_3d(path, positions_3d: Dict) -> None:
+    """Compressed npz with the pickled dict under `positions_3d` (what VideoPose3D loads)."""
+    np.savez_compressed(path, positions_3d=positions_3d)
+
+
+def write_positions_2d(path, positions_2d: Dict, metadata: Optional[Dict] = None) -> None:
+    np.savez_compressed(path, positions_2d=positions_2d, metadata=metadata or H36M_2D_METADATA)
+
+
+def read_cameras_json(path, how_to_create: str) -> Dict[str, Dict[str, List[dict]]]:
+    """subject -> action -> [camera dict] from a cameras JSON file."""
+    path = _require_file(path, how_to_create)
+    data = json.loads(path.read_text())
+    if "cameras" not in data:
+        raise ValueError(f"{path} has no 'cameras' entry; regenerate it with `python -m bench.data.realmocap prepare`")
+    return data["cameras"]
+
+
+def write_cameras_json(path, cameras: Dict, note: str = "") -> None:
+    payload = {"note": note, "cameras": cameras}
+    Path(path).write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def h36m_cameras(subject: str) -> List[dict]:
+    """The 4 calibrated Human3.6M cameras of `subject` as camera dicts (translation in metres)."""
+    if subject not in H36M_EXTRINSICS:
+        raise ValueError(f"no Human3.6M camera calibration for subject '{subject}' "
+                         f"(known: {sorted(H36M_EXTRINSICS)}); pass a cameras JSON file for other subjects")
+    return [make_camera(intr, ext["orientation"], np.asarray(ext["translation_mm"]) / 1000.0)
+            for intr, ext in zip(H36M_INTRINSICS, H36M_EXTRINSICS[subject])]
+
+
+def load_h36m_motion(path_3d, path_2d, cameras_json=None, fps: float = H36M_FPS) -> MotionSet:
+    """A MotionSet from VideoPose3D files.
+
+    3D arrays with 32 joints are reduced to the 17 used by every model; other joint counts are
+    left to the validation in `sequences_from_motion`. Without `cameras_json` the published
+    Human3.6M calibration of each subject is used. 2D is truncated to the 3D length later.
+    """
+    positions_3d = read_positions_3d(path_3d)
+    positions_2d, metadata = read_positions_2d(path_2d)
+    reduced = {}
+    for subject, actions in positions_3d.items():
+        reduced[subject] = {}
+        for action, X in actions.items():
+            X = np.asarray(X)
+            if X.ndim == 3 and X.shape[1] == 32:
+                X = X[:, list(H36M_32_TO_17)]
+            reduced[subject][action] = X
+    if cameras_json is not None:
+        cameras = read_cameras_json(cameras_json, "pass an existing cameras JSON file")
+    else:
+        cameras = {s: {a: h36m_cameras(s) for a in acts} for s, acts in reduced.items()}
+    return MotionSet(reduced, positions_2d, cameras, float(fps), metadata)

@@ -1,0 +1,89 @@
+"""Frame-index windows for training and for the two evaluation protocols (reference section E).
+
+Every helper returns integer frame indices into a sequence; edge padding is done by clamping
+indices to [0, T-1], i.e. the first/last frame is replicated, exactly like np.pad(..., 'edge').
+Indexing `seq.pos2d[idx]` then gives the padded clip, and `seq.pos3d[idx]` the target padded the
+same way (the HoT evaluation pads the ground truth too and scores the duplicates).
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence as Seq, Tuple
+
+import numpy as np
+
+from .structures import Sequence
+
+__all__ = ["window_indices", "train_windows", "fetch_windows", "seq2seq_eval_clips", "seq2frame_eval_windows"]
+
+
+def _check_frames(frames: int) -> None:
+    if frames < 1:
+        raise ValueError(f"clip length must be >= 1 frame, got {frames}")
+
+
+def window_indices(T: int, start: int, frames: int) -> np.ndarray:
+    """Indices start .. start+frames-1, clamped to [0, T-1] (edge padding)."""
+    return np.clip(np.arange(start, start + frames), 0, T - 1)
+
+
+def train_windows(seqs: Seq[Sequence], frames: int, stride: int) -> List[Tuple[int, int]]:
+    """(sequence index, start frame) of every training window.
+
+    Windows start at 0, stride, 2*stride, ... while they fit in the sequence. A sequence shorter
+    than `frames` still gives one window, centred, whose missing frames are edge-padded, so short
+    sequences are not silently dropped.
+    """
+    _check_frames(frames)
+    if stride < 1:
+        raise ValueError(f"window stride must be >= 1 frame, got {stride}")
+    index = []
+    for i, seq in enumerate(seqs):
+        T = len(seq)
+        if T >= frames:
+            index.extend((i, s) for s in range(0, T - frames + 1, stride))
+        elif T > 0:
+            index.append((i, -((frames - T) // 2)))
+    return index
+
+
+def fetch_windows(seqs: Seq[Sequence], index: Seq[Tuple[int, int]], frames: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Batch of windows: 2D input (B, frames, 17, 2) and 3D target (B, frames, 17, 3), float32."""
+    x, y = [], []
+    for i, start in index:
+        idx = window_indices(len(seqs[i]), start, frames)
+        x.append(seqs[i].pos2d[idx])
+        y.append(seqs[i].pos3d[idx])
+    return np.stack(x).astype(np.float32, copy=False), np.stack(y).astype(np.float32, copy=False)
+
+
+def seq2seq_eval_clips(T_seq: int, frames: int) -> np.ndarray:
+    """(n_clips, frames) indices of non-overlapping clips covering a T_seq-frame sequence.
+
+    n_clips = ceil(T_seq / frames). The clip grid is centred on the sequence: the
+    n_clips * frames - T_seq padding frames go floor(half) before the first frame and the rest
+    after the last one (as in the HoT stride-243 generator), filled by edge replication.
+    """
+    _check_frames(frames)
+    if T_seq < 1:
+        raise ValueError(f"cannot evaluate an empty sequence (T = {T_seq})")
+    n = math.ceil(T_seq / frames)
+    offset = (n * frames - T_seq) // 2
+    starts = np.arange(n) * frames - offset
+    return np.clip(starts[:, None] + np.arange(frames), 0, T_seq - 1)
+
+
+def seq2frame_eval_windows(T_seq: int, frames: int) -> np.ndarray:
+    """(T_seq, frames) indices: row t is the window centred on frame t, edge-padded.
+
+    `frames` must be odd so that each window has a true centre frame (index (frames - 1) // 2),
+    the only output that seq2frame evaluation scores.
+    """
+    _check_frames(frames)
+    if frames % 2 == 0:
+        raise ValueError(f"seq2frame windows need an odd frame count (a centre frame), got {frames}; "
+                         f"use {frames - 1} or {frames + 1}")
+    if T_seq < 1:
+        raise ValueError(f"cannot evaluate an empty sequence (T = {T_seq})")
+    pad = (frames - 1) // 2
+    return np.clip(np.arange(T_seq)[:, None] + np.arange(-pad, pad + 1), 0, T_seq - 1)

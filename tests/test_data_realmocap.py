@@ -1,0 +1,142 @@
+"""bench.data.realmocap: the committed files, the conversion steps, and prepare() on a fake wheel."""
+import hashlib
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from bench.data import load_dataset
+from bench.data import realmocap as rm
+from bench.data.camera import project_world, world_to_camera
+from bench.data.h36m import read_positions_2d, read_positions_3d
+from bench.data.skeleton import H36M_INTRINSICS, KEYPOINTS_SYMMETRY
+from bench.data.synthetic import synthetic_world_motion
+
+FRAMES_50HZ = {"climb_0": 1167, "climb_1": 1010, "climb_2": 1255, "climb_3": 1001, "climb_4": 960}
+
+
+# ---------------------------------------------------------------- the committed files
+
+
+def test_committed_files_layout():
+    p3d = read_positions_3d(rm.FILES_DIR / rm.FILE_3D)
+    p2d, meta = read_positions_2d(rm.FILES_DIR / rm.FILE_2D)
+    assert {s: sorted(a) for s, a in p3d.items()} == {"climbA": ["climb_0", "climb_1", "climb_2", "climb_3"],
+                                                       "climbB": ["climb_4"]}
+    assert meta == {"layout_name": "h36m", "num_joints": 17, "keypoints_symmetry": KEYPOINTS_SYMMETRY}
+    for subject, actions in p3d.items():
+        for action, X in actions.items():
+            assert X.dtype == np.float32 and X.shape == (FRAMES_50HZ[action], 17, 3)
+            assert 0.4 < X[:, 0, 2].mean() < 1.5                              # metres, Z up (root height)
+            views = p2d[subject][action]
+            assert len(views) == 4 and all(v.dtype == np.float32 and v.shape == X.shape[:2] + (2,) for v in views)
+    total = sum(f.stat().st_size for f in rm.FILES_DIR.iterdir())
+    assert total < 5_000_000
+
+
+def test_committed_cameras_are_h36m_intrinsics_around_the_subject():
+    cams = json.loads((rm.FILES_DIR / rm.FILE_CAMERAS).read_text())["cameras"]
+    p3d = read_positions_3d(rm.FILES_DIR / rm.FILE_3D)
+    p2d, _ = read_positions_2d(rm.FILES_DIR / rm.FILE_2D)
+    for subject, actions in p3d.items():
+        for action, X in actions.items():
+            root = X[:, 0].astype(np.float64).mean(axis=0)
+            for i, cam in enumerate(cams[subject][action]):
+                assert cam["id"] == H36M_INTRINSICS[i]["id"]
+                assert cam["focal"] == list(H36M_INTRINSICS[i]["focal"])
+                t = np.array(cam["translation_m"])
+                assert t[2] == pytest.approx(1.6) and 4.99 < np.hypot(*(t[:2] - root[:2])) < 6.01
+                np.testing.assert_allclose(project_world(root, cam), cam["center"], atol=1e-6)  # looks at the mean root
+                px = p2d[subject][action][i]
+                assert px.min() > 0 and px[..., 0].max() < cam["res_w"] and px[..., 1].max() < cam["res_h"]
+                assert np.all(world_to_camera(X, cam["orientation"], t)[..., 2] > 1.0)
+                np.testing.assert_allclose(px, project_world(X, cam), atol=1e-3)  # 2D = projection of 3D
+
+
+def test_sources_notice():
+    text = (rm.FILES_DIR / rm.FILE_SOURCES).read_text()
+    for needle in ("NOT Human3.6M", "Apache-2.0", "holosoma-retargeting==0.1.0", rm.WHEEL_SHA256, "120 Hz"):
+        assert needle in text
+
+
+def test_loaded_sequences():
+    seqs = load_dataset("realmocap")
+    assert len(seqs) == 20 and {s.fps for s in seqs} == {50.0}
+    assert sum(len(s) for s in seqs if s.camera == 0) == sum(FRAMES_50HZ.values())
+    bones = np.linalg.norm(seqs[0].pos3d[:, 2] - seqs[0].pos3d[:, 1], axis=-1)    # right thigh
+    assert abs(bones.mean() - 0.373) < 0.01 and bones.std() < 0.01
+
+
+# ---------------------------------------------------------------- conversion steps
+
+
+def test_resample_120_to_50_by_hand():
+    x = np.arange(13, dtype=np.float64)                    # value = source frame index
+    np.testing.assert_allclose(rm.resample_linear(x, 120, 50), [0, 2.4, 4.8, 7.2, 9.6, 12.0], atol=1e-12)
+    y = rm.resample_linear(np.arange(2801 * 2.0).reshape(2801, 2), 120, 50)
+    assert y.shape == (1167, 2)
+
+
+def test_mocap_to_h36m_mapping():
+    joints = np.random.default_rng(0).normal(size=(4, 53, 3))
+    out = rm.mocap_to_h36m(joints)
+    assert out.shape == (4, 17, 3)
+    pairs = {0: 0, 1: 47, 2: 48, 3: 49, 4: 43, 5: 44, 6: 45, 7: 2, 8: 3, 9: 4, 11: 6, 12: 7, 13: 8,
+             14: 25, 15: 26, 16: 27}
+    for h36m, mocap in pairs.items():
+        np.testing.assert_array_equal(out[:, h36m], joints[:, mocap])
+    np.testing.assert_allclose(out[:, 10], joints[:, 4] + 0.8 * (joints[:, 4] - joints[:, 3]))
+
+
+# ---------------------------------------------------------------- prepare(), offline on a fake wheel
+
+
+def _fake_mocap(rng, T):
+    """(T, 53, 3) mocap-layout array carrying a synthetic motion on the 16 mapped joints."""
+    world = synthetic_world_motion(T, rng, fps=120.0)
+    arr = np.repeat(world[:, :1], 53, axis=1)               # unused joints (fingers, toes) sit on the root
+    for j, src in enumerate(rm.MOCAP_TO_H36M):
+        if src is not None:
+            arr[:, src] = world[:, j]
+    return arr.astype(np.float32)
+
+
+def _fake_wheel(path, lengths):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    with zipfile.ZipFile(path, "w") as zf:
+        for seq, T in enumerate(lengths):
+            arrays[seq] = _fake_mocap(rng, T)
+            buf = io.BytesIO()
+            np.save(buf, arrays[seq])
+            zf.writestr(f"holosoma_retargeting/demo_data/climb/mocap_climb_seq_{seq}/"
+                        f"mocap_climb_seq_{seq}_joint_positions_f0-{T - 1}.npy", buf.getvalue())
+        zf.writestr("holosoma_retargeting/demo_data/climb/mocap_climb_seq_0/box_models/box1.obj", "v 0 0 0\n")
+    return arrays
+
+
+def test_prepare_on_a_fake_wheel(tmp_path, monkeypatch):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    cache.mkdir()
+    wheel = cache / rm.WHEEL_FILENAME
+    arrays = _fake_wheel(wheel, [121, 61, 97, 50, 73])
+    monkeypatch.setattr(rm, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    summary = rm.prepare(out, cache)                           # wheel present: no download
+    assert [r["frames"] for r in summary["sequences"]] == [51, 26, 41, 21, 31]   # floor((T-1)*5/12)+1
+    assert [r["subject"] for r in summary["sequences"]] == ["climbA"] * 4 + ["climbB"]
+    p3d = read_positions_3d(out / rm.FILE_3D)
+    expected = rm.resample_linear(rm.mocap_to_h36m(arrays[4]), 120, 50)
+    np.testing.assert_allclose(p3d["climbB"]["climb_4"], expected, atol=1e-6)
+    seqs = load_dataset("realmocap", files_dir=out)
+    assert len(seqs) == 20 and all(np.all(s.pos3d[:, 0] == 0) for s in seqs)
+
+
+def test_prepare_rejects_a_wheel_with_the_wrong_hash(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / rm.WHEEL_FILENAME).write_bytes(b"not the wheel")
+    with pytest.raises(RuntimeError, match="expected " + rm.WHEEL_SHA256):
+        rm.prepare(tmp_path / "out", cache)
+    assert not (tmp_path / "out").exists()
