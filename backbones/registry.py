@@ -90,9 +90,10 @@ def register_backbone(fn=None, *, presets: Dict[str, Any] | None = None,
     return _add(fn) if fn is not None else _add
 
 
-def backbone_config(name: str, preset: str = "paper", **overrides):
+def backbone_config(name: str, preset: str | None = "paper", **overrides):
     """The resolved config dataclass of `create(name, preset=preset, **overrides)`, without building it."""
     BACKBONES.get(name)
+    preset = preset or "paper"  # None means "the default", as in create()
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return resolve_config(_PRESETS[name], preset, overrides, name)
 

@@ -58,8 +58,8 @@ class DataCfg:
 
 @dataclass
 class TrainCfg:
-    steps: int = 120                  # optimiser steps (the budget every cell gets)
-    batch_size: int = 32              # clips per step
+    steps: int = 240                  # optimiser steps (the budget every cell gets)
+    batch_size: int = 8               # clips per step
     lr: float = 1e-3
     weight_decay: float = 0.01
     threads: int = 0                  # torch threads while training; 0 = leave as is

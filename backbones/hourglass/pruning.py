@@ -76,17 +76,30 @@ class ClusterPruner(ScorePruner):
     included), distances = Euclidean / sqrt(C); delta_i = distance to the nearest denser token (the
     densest token gets the sample's maximum distance); score = rho * delta. The seeded 1e-6 jitter
     goes on rho, as in the official code.
+
+    Two numerical choices differ from the official code, which shares both flaws:
+    - density ties the jitter leaves (in float32 it rounds to ~16 levels near rho = 1, and mutual
+      nearest neighbours tie exactly with k = 2) go to the lower index, so one token per tie is the
+      denser and a cluster never keeps two frames;
+    - `distance='exact'` computes pairwise differences; `'mm'` is torch.cdist's default matmul formula
+      (the official numerics), which cancels when the features share a large offset.
     """
 
-    def __init__(self, k_neighbours: int = 2):
+    def __init__(self, k_neighbours: int = 2, distance: str = "exact"):
         super().__init__()
+        if distance not in ("exact", "mm"):
+            raise ValueError(f"cluster distance {distance!r} is not one of exact, mm")
         self.k_neighbours = k_neighbours
+        self.compute_mode = "donot_use_mm_for_euclid_dist" if distance == "exact" else "use_mm_for_euclid_dist_if_necessary"
 
     def score(self, feats, ctx):
-        dist = torch.cdist(feats, feats) / math.sqrt(feats.shape[-1])           # (B, n, n)
+        dist = torch.cdist(feats, feats, compute_mode=self.compute_mode) / math.sqrt(feats.shape[-1])  # (B, n, n)
         knn = dist.topk(min(self.k_neighbours, dist.shape[-1]), dim=-1, largest=False).values
         rho = (-(knn ** 2).mean(dim=-1)).exp() + ctx.noise(dist.shape[:2]) * TIE_BREAK
-        denser = rho[:, None, :] > rho[:, :, None]                               # [b, i, j]: rho_j > rho_i
+        order = torch.arange(rho.shape[-1], device=rho.device)
+        # [b, i, j]: token j is denser than token i; a strict total order (ties -> lower index)
+        denser = torch.where(rho[:, None, :] == rho[:, :, None], order[None, None, :] < order[None, :, None],
+                             rho[:, None, :] > rho[:, :, None])
         dmax = dist.flatten(1).max(dim=-1).values[:, None, None]
         delta = torch.where(denser, dist, dmax).min(dim=-1).values
         return rho * delta
