@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Attention", "CrossAttention", "Mlp", "DropPath", "Block", "attend"]
+__all__ = ["Attention", "CrossAttention", "Mlp", "DropPath", "Block", "PoseBackbone", "attend"]
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool = False):
@@ -143,3 +143,36 @@ class Block(nn.Module):
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, attn
+
+
+class PoseBackbone(nn.Module):
+    """The hourglass contract every family implements (DESIGN.md "The hourglass wrapper"):
+
+        embed_tokens(x) -> tokens (B, T, ..., C)       time on dim 1
+        forward_layer(i, tokens, need_weights) -> (tokens, temporal attention (B, ..., T, T) or None)
+        final_norm(tokens) -> tokens                   before any token-level recovery
+        regress(tokens) -> poses (B, T, J, 3)
+        frame_features(tokens) -> (B, T, D)            what a clustering pruner compares
+
+    plus the attributes set by `_set_dims`. Defaults here: no final norm, frame features = mean
+    over the joint axis, and `forward` = the unpruned model.
+    """
+
+    pipeline = "seq2seq"
+
+    def _set_dims(self, cfg, embed_dim: int) -> None:
+        self.cfg = cfg
+        self.num_frames, self.num_joints, self.in_chans = cfg.num_frames, cfg.num_joints, cfg.in_chans
+        self.embed_dim, self.depth, self.num_heads, self.qkv_bias = embed_dim, cfg.depth, cfg.num_heads, cfg.qkv_bias
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed_tokens(x)
+        for i in range(self.depth):
+            x, _ = self.forward_layer(i, x)
+        return self.regress(self.final_norm(x))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .layers import Attention, Block, CrossAttention, DropPath, Mlp
+from .layers import Attention, Block, CrossAttention, DropPath, Mlp, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["MHFormer", "MHFormerConfig"]
@@ -136,14 +136,12 @@ class TransformerHypothesis(nn.Module):
         self.norm = nn.LayerNorm(3 * C, eps=1e-6)
 
 
-class MHFormer(nn.Module):
+class MHFormer(PoseBackbone):
     pipeline = "seq2frame"  # trained on every frame, evaluated on the centre frame
 
     def __init__(self, cfg: MHFormerConfig):
         super().__init__()
-        self.cfg = cfg
-        self.num_frames, self.num_joints, self.in_chans = cfg.num_frames, cfg.num_joints, cfg.in_chans
-        self.embed_dim, self.depth, self.num_heads, self.qkv_bias = cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.qkv_bias
+        self._set_dims(cfg, cfg.embed_dim)
         coords = cfg.num_joints * cfg.in_chans
         for h in (1, 2, 3):
             setattr(self, f"norm_{h}", nn.LayerNorm(cfg.num_frames))  # eps 1e-5, as in the official code
@@ -187,12 +185,6 @@ class MHFormer(nn.Module):
     def frame_features(self, x):
         """The concatenated hypotheses (B, T, 3C), as the official TPC w. MHFormer clusters on."""
         return x.flatten(2)
-
-    def forward(self, x):
-        x = self.embed_tokens(x)
-        for i in range(self.depth):
-            x, _ = self.forward_layer(i, x)
-        return self.regress(self.final_norm(x))
 
 
 @register_backbone(presets=PRESETS)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .layers import Block
+from .layers import Block, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["MixSTE", "MixSTEConfig"]
@@ -42,15 +42,11 @@ PRESETS = {
 }
 
 
-class MixSTE(nn.Module):
-    pipeline = "seq2seq"
-
+class MixSTE(PoseBackbone):
     def __init__(self, cfg: MixSTEConfig):
         super().__init__()
-        self.cfg = cfg
         C = cfg.embed_dim
-        self.num_frames, self.num_joints, self.in_chans = cfg.num_frames, cfg.num_joints, cfg.in_chans
-        self.embed_dim, self.depth, self.num_heads, self.qkv_bias = C, cfg.depth, cfg.num_heads, cfg.qkv_bias
+        self._set_dims(cfg, C)
 
         self.Spatial_patch_to_embedding = nn.Linear(cfg.in_chans, C)
         self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, cfg.num_joints, C))
@@ -64,7 +60,7 @@ class MixSTE(nn.Module):
         self.Temporal_norm = nn.LayerNorm(C, eps=cfg.norm_eps)
         self.head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, 3))
 
-    # --- hourglass contract (DESIGN.md): embed_tokens -> forward_layer x depth -> final_norm -> regress
+    # --- hourglass contract (PoseBackbone); final_norm is the identity: Temporal_norm ends every layer
     def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, J, in_chans) -> tokens (B, T, J, C)."""
         return self.Spatial_patch_to_embedding(x) + self.Spatial_pos_embed
@@ -83,22 +79,10 @@ class MixSTE(nn.Module):
             attn = attn.reshape(B, J, *attn.shape[1:])
         return x, attn
 
-    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
-        return x  # Temporal_norm already ran at the end of the last layer
-
     def regress(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens (B, T, J, C) -> poses (B, T, J, 3)."""
         return self.head(x)
 
-    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
-        """One feature per frame for clustering: the mean over joints, (B, T, C)."""
-        return x.mean(dim=2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.embed_tokens(x)
-        for i in range(self.depth):
-            x, _ = self.forward_layer(i, x)
-        return self.regress(self.final_norm(x))
 
 
 @register_backbone(presets=PRESETS)

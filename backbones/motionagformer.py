@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .layers import Attention, DropPath, Mlp
+from .layers import Attention, DropPath, Mlp, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["MotionAGFormer", "MotionAGFormerConfig", "H36M_EDGES"]
@@ -148,18 +148,15 @@ class MotionAGFormerBlock(nn.Module):
         return x_attn * alpha[..., :1] + x_graph * alpha[..., 1:], attn
 
 
-class MotionAGFormer(nn.Module):
-    pipeline = "seq2seq"
-
+class MotionAGFormer(PoseBackbone):
     def __init__(self, cfg: MotionAGFormerConfig):
         super().__init__()
         frames = cfg.frames_per_layer or (cfg.num_frames,) * cfg.depth
         if len(frames) != cfg.depth:
             raise ValueError(f"frames_per_layer has {len(frames)} entries for {cfg.depth} layers")
-        self.cfg, self.frames_per_layer = cfg, tuple(frames)
+        self.frames_per_layer = tuple(frames)
         C = cfg.embed_dim
-        self.num_frames, self.num_joints, self.in_chans = cfg.num_frames, cfg.num_joints, cfg.in_chans
-        self.embed_dim, self.depth, self.num_heads, self.qkv_bias = C, cfg.depth, cfg.num_heads, cfg.qkv_bias
+        self._set_dims(cfg, C)
         self.joints_embed = nn.Linear(cfg.in_chans, C)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_joints, C))
         dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
@@ -186,15 +183,6 @@ class MotionAGFormer(nn.Module):
 
     def regress(self, x):
         return self.head(self.rep_logit(x))
-
-    def frame_features(self, x):
-        return x.mean(dim=2)
-
-    def forward(self, x):
-        x = self.embed_tokens(x)
-        for i in range(self.depth):
-            x, _ = self.forward_layer(i, x)
-        return self.regress(self.final_norm(x))
 
 
 @register_backbone(presets=PRESETS)

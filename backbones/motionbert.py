@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .layers import Attention, DropPath, Mlp
+from .layers import Attention, DropPath, Mlp, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["MotionBERT", "MotionBERTConfig"]
@@ -81,15 +81,11 @@ class DSTBlock(nn.Module):
         return x, attn
 
 
-class MotionBERT(nn.Module):
-    pipeline = "seq2seq"
-
+class MotionBERT(PoseBackbone):
     def __init__(self, cfg: MotionBERTConfig):
         super().__init__()
-        self.cfg = cfg
         C = cfg.embed_dim
-        self.num_frames, self.num_joints, self.in_chans = cfg.num_frames, cfg.num_joints, cfg.in_chans
-        self.embed_dim, self.depth, self.num_heads, self.qkv_bias = C, cfg.depth, cfg.num_heads, cfg.qkv_bias
+        self._set_dims(cfg, C)
         self.joints_embed = nn.Linear(cfg.in_chans, C)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_joints, C))
         self.temp_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, 1, C))
@@ -139,15 +135,6 @@ class MotionBERT(nn.Module):
 
     def regress(self, x):
         return self.head(self.pre_logits(x))
-
-    def frame_features(self, x):
-        return x.mean(dim=2)
-
-    def forward(self, x):
-        x = self.embed_tokens(x)
-        for i in range(self.depth):
-            x, _ = self.forward_layer(i, x)
-        return self.regress(self.final_norm(x))
 
 
 @register_backbone(presets=PRESETS)

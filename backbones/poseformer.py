@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .layers import Block
+from .layers import Block, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["PoseFormer", "PoseFormerConfig"]
@@ -45,7 +45,7 @@ PRESETS = {
 }
 
 
-class PoseFormer(nn.Module):
+class PoseFormer(PoseBackbone):
     pipeline = "seq2frame"
     pipelines = ("seq2frame",)      # the head reduces the clip to one (centre) frame
     regresses_centre = True
@@ -53,10 +53,9 @@ class PoseFormer(nn.Module):
     def __init__(self, cfg: PoseFormerConfig):
         super().__init__()
         frames = cfg.frames_per_layer or (cfg.num_frames,) * cfg.depth
-        self.cfg, self.frames_per_layer = cfg, tuple(frames)
+        self.frames_per_layer = tuple(frames)
         Cs, Ct = cfg.spatial_dim, cfg.spatial_dim * cfg.num_joints
-        self.num_frames, self.num_joints, self.in_chans = cfg.num_frames, cfg.num_joints, cfg.in_chans
-        self.embed_dim, self.depth, self.num_heads, self.qkv_bias = Ct, cfg.depth, cfg.num_heads, cfg.qkv_bias
+        self._set_dims(cfg, Ct)
         self.Spatial_patch_to_embedding = nn.Linear(cfg.in_chans, Cs)
         self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, cfg.num_joints, Cs))
         self.Temporal_pos_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, Ct))
@@ -95,12 +94,6 @@ class PoseFormer(nn.Module):
 
     def frame_features(self, x):
         return x
-
-    def forward(self, x):
-        x = self.embed_tokens(x)
-        for i in range(self.depth):
-            x, _ = self.forward_layer(i, x)
-        return self.regress(self.final_norm(x))
 
 
 @register_backbone(presets=PRESETS, pipelines=("seq2frame",))
