@@ -38,7 +38,7 @@ class MixSTEConfig:
 PRESETS = {
     "paper": MixSTEConfig(),
     # small enough to train on a 2-core CPU in minutes
-    "tiny": MixSTEConfig(num_frames=27, embed_dim=64, depth=4, num_heads=4, drop_path_rate=0.0),
+    "tiny": MixSTEConfig(num_frames=27, embed_dim=32, depth=4, num_heads=4, drop_path_rate=0.0),
 }
 
 

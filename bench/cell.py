@@ -120,6 +120,7 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any]) -> None
             model = build_model(cfg)  # fresh weights, seeded
             record.update(train_model(model, train_seqs, frames=model.num_frames, stride=cfg.data.train_stride,
                                       steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
+                                      warmup_steps=t.warmup_steps,
                                       seed=cfg.seed, progress=t.progress, desc=_short(cfg)))
             record.update(evaluate_model(model, test_seqs, frames=model.num_frames))
         finally:

@@ -177,8 +177,8 @@ def cmd_quickstart(args: List[str]) -> int:
     a = p.parse_args(args)
     common = [f"store={a.store}"] + (["rerun=true"] if a.rerun else [])
     runs = [["-m", "experiment=quickstart"] + common + ([f"train.steps={a.steps}"] if a.steps is not None else [])]
-    runs += [["backbone=mixste", "preset=paper", "metrics=[params,flops,speed]", "experiment=null",
-              "speed.warmup=1", "speed.iters=1", "speed.repeats=3"] + cell + common for cell in PAPER_CELLS]
+    runs += [["backbone=mixste", "preset=paper", "metrics=[params,flops,speed]",
+              "speed.warmup=1", "speed.iters=1", "speed.repeats=5"] + cell + common for cell in PAPER_CELLS]
     failed = 0
     for run in runs:
         print("+ vptbench run " + " ".join(run), file=sys.stderr, flush=True)

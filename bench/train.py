@@ -1,7 +1,7 @@
 """Short training runs and evaluation for grid cells (tiny presets on a CPU, paper presets on a GPU).
 
-Training: AdamW on an MPJPE loss (root zeroed in prediction and target), cosine learning-rate decay
-over a fixed step budget, seeded window sampling. seq2frame models train against ground truth at
+Training: AdamW on an MPJPE loss (root zeroed in prediction and target), linear warm-up then cosine
+learning-rate decay over a fixed step budget, seeded window sampling. seq2frame models train against ground truth at
 the frames they kept (reference A.6), seq2seq models on every output frame.
 
 Evaluation (reference E): seq2seq on non-overlapping clips covering each sequence, the edge clips
@@ -46,7 +46,8 @@ def _gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: int, batch_size: int,
-                lr: float, weight_decay: float, seed: int, progress: bool = True, desc: str = "train") -> Dict:
+                lr: float, weight_decay: float, seed: int, warmup_steps: int = 0, progress: bool = True,
+                desc: str = "train") -> Dict:
     """Train in place; returns {train_steps, train_loss_mm (mean of the last 10% of steps), train_s}."""
     if steps == 0:
         return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0}
@@ -56,7 +57,10 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    # linear warm-up, then cosine decay to 0 over the budget; the warm-up gets small transformers
+    # off the mean-pose plateau sooner at a higher peak rate
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     seq2frame = getattr(model, "pipeline", "seq2seq") == "seq2frame"
     in_chans = model.backbone.in_chans
     model.train()

@@ -108,7 +108,7 @@ def test_mixste_frame_features_is_the_joint_mean():
 
 def test_mixste_tiny_preset_sizes():
     model = create("mixste", preset="tiny")
-    assert (model.num_frames, model.depth, model.embed_dim, model.num_heads) == (27, 4, 64, 4)
+    assert (model.num_frames, model.depth, model.embed_dim, model.num_heads) == (27, 4, 32, 4)
     assert len(model.STEblocks) == len(model.TTEblocks) == 4
 
 

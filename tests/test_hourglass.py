@@ -61,7 +61,7 @@ def test_seq2seq_grid_forward_backward(pruner, recoverer, schedule):
     if recoverer == "attention":
         assert model.recoverer.x_token.grad.abs().sum() > 0
     # the per-stage positional embeddings are zero-initialised, one per stage, sized by its tokens
-    assert [tuple(p.shape) for p in model.pos_embed_token] == [(1, k, 64) for _, k in SCHEDULES[schedule]]
+    assert [tuple(p.shape) for p in model.pos_embed_token] == [(1, k, model.backbone.embed_dim) for _, k in SCHEDULES[schedule]]
     assert all(torch.count_nonzero(p.detach()) == 0 for p in model.pos_embed_token)
     assert all(p.grad is not None for p in model.pos_embed_token)
 

@@ -44,18 +44,18 @@ def test_list_filter_and_exclude_wildcards(filter, exclude, expected):
 
 def test_create_tiny_mixste():
     model = create("mixste", preset="tiny")
-    assert (model.num_frames, model.depth, model.embed_dim) == (27, 4, 64)
+    assert (model.num_frames, model.depth, model.embed_dim) == (27, 4, 32)
 
 
 def test_override_replaces_one_field():
     model = create("mixste", preset="tiny", depth=2)
     assert model.depth == 2 and len(model.STEblocks) == 2
-    assert model.embed_dim == 64  # the rest of the tiny preset is kept
+    assert model.embed_dim == 32  # the rest of the tiny preset is kept
 
 
 def test_none_overrides_are_dropped():
     model = create("mixste", preset="tiny", depth=None, embed_dim=None)
-    assert (model.depth, model.embed_dim) == (4, 64)
+    assert (model.depth, model.embed_dim) == (4, 32)
     cfg = backbone_config("mixste", "tiny", num_frames=None, depth=3)
     assert (cfg.num_frames, cfg.depth) == (27, 3)
 

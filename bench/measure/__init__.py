@@ -1,4 +1,4 @@
-"""Measurement: parameters, FLOPs (fvcore + the handles it lacks), throughput, latency, memory."""
+"""Measurement: parameters, FLOPs (fvcore plus the handles it lacks), throughput, latency, memory."""
 from .flops import FlopReport, count_flops, count_params, flop_counter_mode_gflops
 from .speed import measure_speed, measure_speed_sweep
 

@@ -1,116 +1,174 @@
-"""Throughput, latency and peak memory (timm benchmark.py / nanoGPT bench.py habits, STYLE.md 5).
+"""Throughput, latency and peak memory of inference (timm benchmark.py / nanoGPT bench.py habits, STYLE.md 5).
 
-Inputs are built once before the clock starts; warm-up forwards are untimed; each repeat times
-`iters` forwards under inference mode with a fixed thread count; the median repeat gives the speed
-and the coefficient of variation of the repeats is recorded next to it.
+The input is built once, before any clock starts. `warmup` untimed forwards, then `repeats` timed
+runs of `iters` forwards each, all under `model.eval()` and `torch.inference_mode()` with a fixed
+intra-op thread count (set here, restored after: joblib workers are reused between cells). The
+median repeat gives the speed; the coefficient of variation of the repeats is recorded next to it.
+There are no sleeps anywhere in the loop, and nothing waits between models.
+
+Peak memory: on CUDA, `torch.cuda.max_memory_allocated()` over the timed forwards (weights and input
+included). On CPU torch keeps no allocator statistics, so a background thread samples this process's
+resident set size (RSS) from /proc/self/statm about every millisecond while the timed forwards run;
+`peak_mem_mb` is then the peak RSS minus the RSS just before the first timed forward: the activation
+memory the forwards add, approximate (allocator caching, page granularity, a spike shorter than the
+sampling interval). It is None where /proc is missing.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-__all__ = ["measure_speed", "measure_speed_sweep", "RssPeak"]
+__all__ = ["measure_speed", "measure_speed_sweep", "SPEED_FIELDS"]
 
-_PAGE = 4096
+# the metric columns of a row; a failed row has them all, set to None
+SPEED_FIELDS = ("clips_per_s", "frames_per_s", "latency_ms", "speed_cv", "peak_mem_mb")
 
-
-def _rss_bytes() -> int:
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return 0
+# messages of out-of-memory errors: CUDA's torch.OutOfMemoryError, and the CPU allocator's RuntimeError
+_OOM_MESSAGES = ("out of memory", "can't allocate memory")
 
 
-class RssPeak:
-    """Samples this process's resident set size every ~1 ms in a background thread. CPU torch has no
-    allocator statistics, so peak memory is the RSS rise over the value at start (approximate)."""
+def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tensor, ...]], *,
+                  frames_out_per_clip: int, batch_size: int = 1, threads: Optional[int] = None,
+                  warmup: int = 2, iters: int = 5, repeats: int = 5, device: str = "cpu") -> Dict:
+    """Time `model(*make_input(batch_size))` and return one flat row (see the module docstring).
 
-    def __init__(self, interval_s: float = 0.001):
-        self.interval_s, self.base, self.peak = interval_s, 0, 0
-        self._stop = threading.Event()
+    Args:
+        model: moved to `device` (and left there); eval mode for the run, its mode restored after.
+        make_input: batch size -> the model's positional inputs; called once, before timing.
+        frames_out_per_clip: output frames of one clip (T for seq2seq, 1 for seq2frame).
+        threads: torch intra-op threads for the run; None keeps the current setting.
+        warmup, iters, repeats: untimed forwards; forwards per timed repeat; timed repeats.
+        device: 'cpu' or a CUDA device ('cuda', 'cuda:1').
 
-    def __enter__(self):
-        self.base = self.peak = _rss_bytes()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(self.interval_s)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
-
-    @property
-    def delta_mb(self) -> float:
-        return (self.peak - self.base) / 2 ** 20
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple], *, frames_out_per_clip: int,
-                  batch_size: int = 1, threads: Optional[int] = None, warmup: int = 2, iters: int = 5,
-                  repeats: int = 5, device: str = "cpu") -> Dict:
-    """Median-of-repeats throughput of `model(*make_input(batch_size))`."""
-    if min(batch_size, iters, repeats) < 1 or warmup < 0:
-        raise ValueError("batch_size, iters and repeats must be >= 1 and warmup >= 0")
-    old_threads = torch.get_num_threads()
-    if threads:
+    Returns: `clips_per_s` (batch x iters / median repeat seconds), `frames_per_s` (= clips_per_s x
+    frames_out_per_clip), `latency_ms` (median time of one forward), `speed_cv` (stdev / mean of the
+    repeat times; 0.0 for a single repeat), `peak_mem_mb`, and the settings used.
+    """
+    counts = dict(batch_size=batch_size, iters=iters, repeats=repeats, threads=threads if threads is not None else 1)
+    bad = [f"{k}={v}" for k, v in counts.items() if v < 1] + ([f"warmup={warmup}"] if warmup < 0 else [])
+    if bad:
+        raise ValueError(f"measure_speed needs batch_size, iters, repeats, threads >= 1 and warmup >= 0; "
+                         f"got {', '.join(bad)}")
+    cuda = torch.device(device).type == "cuda"
+    old_threads, modes = torch.get_num_threads(), {m: m.training for m in model.modules()}
+    if threads is not None:
         torch.set_num_threads(threads)
-    was_training = model.training
-    model.eval().to(device)
     try:
-        inputs = tuple(x.to(device) for x in make_input(batch_size))
-        with torch.inference_mode():
-            for _ in range(warmup):
-                model(*inputs)
-            _sync(device)
-            if device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            secs: List[float] = []
-            with RssPeak() as rss:
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    for _ in range(iters):
-                        model(*inputs)
-                    _sync(device)
-                    secs.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated() / 2 ** 20 if device.startswith("cuda") else rss.delta_mb
-        per_step = statistics.median(secs) / iters
-        cv = statistics.stdev(secs) / statistics.mean(secs) if len(secs) > 1 else 0.0
-        clips = batch_size / per_step
-        return {"clips_per_s": clips, "frames_per_s": clips * frames_out_per_clip, "latency_ms": per_step * 1e3,
-                "speed_cv": cv, "peak_mem_mb": peak, "threads": torch.get_num_threads(), "batch_size": batch_size,
-                "warmup": warmup, "iters": iters, "repeats": repeats, "device": device}
+        model.eval().to(device)
+        inputs = _as_tuple(make_input(batch_size))
+        inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
+        secs, peak_mb = _timed_repeats(model, inputs, warmup, iters, repeats, cuda)
+        used_threads = torch.get_num_threads()
+    except Exception as e:
+        e.add_note(f"while measuring the speed of {type(model).__name__} at batch_size={batch_size} on {device}")
+        raise
     finally:
         torch.set_num_threads(old_threads)
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
+    per_forward = statistics.median(secs) / iters
+    clips_per_s = batch_size / per_forward
+    return {"clips_per_s": clips_per_s, "frames_per_s": clips_per_s * frames_out_per_clip,
+            "latency_ms": per_forward * 1e3,
+            "speed_cv": statistics.stdev(secs) / statistics.mean(secs) if repeats > 1 else 0.0,
+            "peak_mem_mb": peak_mb, "threads": used_threads, "batch_size": batch_size, "warmup": warmup,
+            "iters": iters, "repeats": repeats, "device": device}
 
 
-def measure_speed_sweep(model: nn.Module, make_input: Callable[[int], Tuple], batch_sizes: Sequence[int],
-                        **kwargs) -> List[Dict]:
-    """One row per batch size; an out-of-memory batch size is recorded as failed, the sweep goes on."""
+def measure_speed_sweep(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tensor, ...]],
+                        batch_sizes: Sequence[int], **kwargs) -> List[Dict]:
+    """One row per batch size (`kwargs` go to `measure_speed`), each with `status` 'ok' or 'failed'.
+
+    A batch size that runs out of memory becomes a failed row with the `error` and None metrics, and
+    the sweep goes on; any other error propagates (it would fail every batch size the same way).
+    """
     rows = []
     for b in batch_sizes:
         try:
             rows.append(dict(measure_speed(model, make_input, batch_size=b, **kwargs), status="ok"))
         except (RuntimeError, MemoryError) as e:
-            if "out of memory" not in str(e).lower() and not isinstance(e, MemoryError):
+            if not (isinstance(e, (MemoryError, torch.OutOfMemoryError))
+                    or any(m in str(e).lower() for m in _OOM_MESSAGES)):
                 raise
-            rows.append({"batch_size": b, "status": "failed", "error": f"{type(e).__name__}: {e}"})
+            rows.append({**dict.fromkeys(SPEED_FIELDS), "batch_size": b, "status": "failed",
+                         "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return rows
+
+
+def _timed_repeats(model: nn.Module, inputs: tuple, warmup: int, iters: int, repeats: int,
+                   cuda: bool) -> Tuple[List[float], Optional[float]]:
+    """Warm-up, then the wall-clock seconds of each repeat and the peak memory in MiB."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(*inputs)
+        _sync(cuda)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        secs = []
+        with _RssPeak() as rss:
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    model(*inputs)
+                _sync(cuda)
+                secs.append(time.perf_counter() - t0)
+    peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else rss.delta_mb
+    return secs, peak_mb
+
+
+def _sync(cuda: bool) -> None:
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def _as_tuple(inputs) -> tuple:
+    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+
+
+class _RssPeak:
+    """Context manager: samples this process's RSS every `interval_s` in a daemon thread and keeps the
+    highest value. `delta_mb` = peak - RSS on entry, in MiB (None where /proc/self/statm is missing)."""
+
+    _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def __init__(self, interval_s: float = 0.001):
+        self.interval_s = interval_s
+        self.base = self.peak = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "_RssPeak":
+        self.base = self.peak = self._rss()
+        if self.base is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.base is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss() or 0)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):  # the sampler waits, never the timed loop
+            self.peak = max(self.peak, self._rss() or 0)
+
+    @classmethod
+    def _rss(cls) -> Optional[int]:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * cls._PAGE  # fields: size resident shared ... (pages)
+        except (OSError, ValueError, IndexError):
+            return None
+
+    @property
+    def delta_mb(self) -> Optional[float]:
+        return None if self.base is None else (self.peak - self.base) / 2 ** 20
