@@ -91,20 +91,20 @@ class GCN(nn.Module):
         return y.reshape(B, J, T, C).transpose(1, 2), None
 
 
-class AxisAttention(nn.Module):
-    """Self-attention over joints ('spatial') or frames ('temporal') of (B, T, J, C) tokens."""
+class AxisAttention(Attention):
+    """Self-attention over joints ('spatial') or frames ('temporal') of (B, T, J, C) tokens; `qkv` and
+    `proj` sit directly on the mixer, as in the official state_dict (`mixer.qkv.weight`)."""
 
     def __init__(self, dim, num_heads, qkv_bias, mode):
-        super().__init__()
+        super().__init__(dim, num_heads, qkv_bias)
         self.mode = mode
-        self.attn = Attention(dim, num_heads, qkv_bias)
 
     def forward(self, x, need_weights=False):
         B, T, J, C = x.shape
         if self.mode == "spatial":
-            y, _ = self.attn(x.reshape(B * T, J, C))
+            y, _ = super().forward(x.reshape(B * T, J, C))
             return y.reshape(B, T, J, C), None
-        y, a = self.attn(x.transpose(1, 2).reshape(B * J, T, C), need_weights)
+        y, a = super().forward(x.transpose(1, 2).reshape(B * J, T, C), need_weights)
         return y.reshape(B, J, T, C).transpose(1, 2), a
 
 
