@@ -62,7 +62,7 @@ class TrainCfg:
     # CPU second there (measured; paper presets on a GPU want the reference recipes instead)
     steps: int = 640                  # optimiser steps (the budget every cell gets)
     batch_size: int = 4               # clips per step
-    lr: float = 2e-3
+    lr: float = 4e-3
     warmup_steps: int = 40
     weight_decay: float = 0.01
     threads: int = 0                  # torch threads while training; 0 = leave as is
