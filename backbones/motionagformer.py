@@ -20,11 +20,13 @@ import torch.nn as nn
 from .layers import Attention, DropPath, Mlp, PoseBackbone
 from .registry import register_backbone, resolve_config
 
-__all__ = ["MotionAGFormer", "MotionAGFormerConfig", "H36M_EDGES"]
+__all__ = ["MotionAGFormer", "MotionAGFormerConfig", "SPATIAL_NEIGHBOURS"]
 
-# the 16 bones of the H36M-17 skeleton (child, parent)
-H36M_EDGES = ((1, 0), (2, 1), (3, 2), (4, 0), (5, 4), (6, 5), (7, 0), (8, 7), (9, 8), (10, 9),
-              (11, 8), (12, 11), (13, 12), (14, 8), (15, 14), (16, 15))
+# Row j lists the joints j aggregates from in the spatial GCN (the official adjacency lists). NOTE: not
+# symmetric — the thorax (8) lists neck and spine only, while both shoulders (11, 14) list the thorax.
+SPATIAL_NEIGHBOURS = {0: (1, 7), 1: (2, 0), 2: (3, 1), 3: (2,), 4: (5, 0), 5: (6, 4), 6: (5,), 7: (0, 8), 8: (7, 9),
+                      9: (8, 10), 10: (9,), 11: (12, 8), 12: (13, 11), 13: (12,), 14: (15, 8), 15: (16, 14),
+                      16: (15,)}
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def _normalise(adj: torch.Tensor) -> torch.Tensor:
 
 class GCN(nn.Module):
     """ReLU(x + BN(Â·V(x) + U(x))): over joints with the fixed skeleton (`mode='spatial'`) or over
-    frames with a kNN graph of raw dot-product similarity (`mode='temporal'`)."""
+    frames with a kNN graph of raw dot-product similarity (`mode='temporal'`); Â = D^-1/2 A D^-1/2."""
 
     def __init__(self, dim: int, num_nodes: int, mode: str, neighbour_num: int = 4, num_joints: int = 17):
         super().__init__()
@@ -71,8 +73,8 @@ class GCN(nn.Module):
             nn.init.normal_(lin.weight, 0, (2.0 / dim) ** 0.5)
         if mode == "spatial":
             adj = torch.zeros(num_joints, num_joints)
-            for a, b in H36M_EDGES:
-                adj[a, b] = adj[b, a] = 1.0
+            for j, neighbours in SPATIAL_NEIGHBOURS.items():
+                adj[j, list(neighbours)] = 1.0
             self.register_buffer("adj", _normalise(adj), persistent=False)  # not in the official state_dict
 
     def forward(self, x, need_weights=False):               # x (B, T, J, C)
