@@ -190,6 +190,4 @@ class MotionAGFormer(PoseBackbone):
 @register_backbone(presets=PRESETS)
 def motionagformer(preset: str = "paper", **overrides) -> MotionAGFormer:
     """MotionAGFormer (paper: 243 frames, 16 layers, dim 128; HoT's 4 heads / 4 temporal neighbours)."""
-    if overrides.get("frames_per_layer") is not None:
-        overrides["frames_per_layer"] = tuple(overrides["frames_per_layer"])
     return MotionAGFormer(resolve_config(PRESETS, preset, overrides, "motionagformer"))

@@ -99,6 +99,4 @@ class PoseFormer(PoseBackbone):
 @register_backbone(presets=PRESETS, pipelines=("seq2frame",))
 def poseformer(preset: str = "paper", **overrides) -> PoseFormer:
     """PoseFormer (paper: 81 frames, 4 spatial blocks of dim 32, 4 temporal blocks of dim 544)."""
-    if overrides.get("frames_per_layer") is not None:
-        overrides["frames_per_layer"] = tuple(overrides["frames_per_layer"])
     return PoseFormer(resolve_config(PRESETS, preset, overrides, "poseformer"))

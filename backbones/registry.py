@@ -132,4 +132,6 @@ def resolve_config(presets: Dict[str, Any], preset: str, overrides: Dict[str, An
     bad = sorted(set(overrides) - fields)
     if bad:
         raise ValueError(f"unknown {family} option(s) {', '.join(bad)}; valid options: {', '.join(sorted(fields))}")
+    # configs are frozen (hashable): sequences from a config file or a schedule arrive as lists
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     return dataclasses.replace(base, **overrides)
