@@ -94,7 +94,6 @@ def _compose_all(overrides: List[str], multirun: bool):
 
 
 def _sweep_values(o) -> List[str]:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: F401  (same grammar)
     from hydra.core.override_parser.types import Override
 
     return [Override._get_value_element_as_str(v) for v in o.sweep_iterator()]

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from backbones.hourglass import gather_frames
+
 from .data.windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
 from .metrics import mean_over_actions, mpjpe, mpjve, p_mpjpe
 
@@ -39,10 +41,6 @@ def model_input(pos2d: np.ndarray, in_chans: int) -> np.ndarray:
     if in_chans == 3 and pos2d.shape[-1] == 2:
         return np.concatenate([pos2d, np.ones_like(pos2d[..., :1])], axis=-1)
     raise ValueError(f"the model takes {in_chans} input channels but the data has {pos2d.shape[-1]}")
-
-
-def _gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return x[torch.arange(x.shape[0])[:, None], idx]
 
 
 def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: int, batch_size: int,
@@ -74,7 +72,7 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
         if seq2frame:
             pred, stage_idx = model.forward_with_index(x, kept_only=True)
             if stage_idx:
-                y = _gather_frames(y, stage_idx[-1])
+                y = gather_frames(y, stage_idx[-1])
         else:
             pred = model(x)
         loss = mpjpe_loss(pred, y)

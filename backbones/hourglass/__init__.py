@@ -1,5 +1,5 @@
 """Token pruning / recovery plug-ins and the hourglass wrapper, written once for every backbone."""
-from .model import PIPELINES, Hourglass, build_hourglass, check_hourglass, create_hourglass
+from .model import PIPELINES, Hourglass, build_hourglass, check_hourglass, create_hourglass, gather_frames
 from .pruning import PRUNERS, PruneContext
 from .recovery import RECOVERERS
 from .schedule import Schedule, Stage, parse_schedule
@@ -13,5 +13,5 @@ def list_recoverers():
     return RECOVERERS.names()
 
 
-__all__ = ["Hourglass", "build_hourglass", "check_hourglass", "create_hourglass", "PIPELINES", "PRUNERS", "RECOVERERS", "PruneContext", "Schedule",
+__all__ = ["Hourglass", "build_hourglass", "check_hourglass", "create_hourglass", "gather_frames", "PIPELINES", "PRUNERS", "RECOVERERS", "PruneContext", "Schedule",
            "Stage", "parse_schedule", "list_pruners", "list_recoverers"]

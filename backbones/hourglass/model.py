@@ -18,12 +18,12 @@ from .pruning import PRUNERS, PruneContext
 from .recovery import RECOVERERS
 from .schedule import Schedule, parse_schedule
 
-__all__ = ["Hourglass", "build_hourglass", "check_hourglass", "create_hourglass", "PIPELINES"]
+__all__ = ["Hourglass", "build_hourglass", "check_hourglass", "create_hourglass", "gather_frames", "PIPELINES"]
 
 PIPELINES = ("seq2seq", "seq2frame")
 
 
-def _gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+def gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """x (B, n, ...) at positions idx (B, k) along dim 1."""
     return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
 
@@ -90,7 +90,7 @@ class Hourglass(nn.Module):
                 else:
                     ctx = PruneContext(inputs=x, global_idx=gidx, generator=gen, attn=attn, centre=self.centre)
                     local = self.pruner.select(bb.frame_features(tokens).detach(), k, ctx)
-                tokens, gidx = _gather_frames(tokens, local), gidx.gather(1, local)
+                tokens, gidx = gather_frames(tokens, local), gidx.gather(1, local)
                 if self.pos_embed_token is not None:
                     pe = self.pos_embed_token[stage]                           # (1, k, C)
                     tokens = tokens + pe.reshape(1, k, *([1] * (tokens.ndim - 3)), pe.shape[-1])
@@ -106,7 +106,7 @@ class Hourglass(nn.Module):
             if kept_only:
                 return poses, stage_idx
             pos = (gidx == self.centre).to(torch.uint8).argmax(-1, keepdim=True)
-            return _gather_frames(poses, pos), stage_idx
+            return gather_frames(poses, pos), stage_idx
         level = self.recoverer.level
         if level == "token":
             return bb.regress(self.recoverer.recover(tokens, gidx, T)), stage_idx
