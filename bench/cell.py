@@ -103,9 +103,11 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any]) -> None
         s = cfg.speed
         make = lambda b: (clip.expand(b, *clip.shape[1:]).contiguous(),)  # noqa: E731
         row = measure_speed(model, make, batch_size=s.batch_size, frames_out_per_clip=model.frames_out,
-                            threads=s.threads, warmup=s.warmup, iters=s.iters, repeats=s.repeats)
+                            threads=s.threads, warmup=s.warmup, iters=s.iters, repeats=s.repeats,
+                            precision=s.precision)
         record.update({k: row[k] for k in ("clips_per_s", "frames_per_s", "latency_ms", "peak_mem_mb", "speed_cv")})
-        record.update(speed_batch=s.batch_size, speed_threads=row.get("threads", s.threads))
+        record.update(speed_batch=s.batch_size, speed_threads=row.get("threads", s.threads),
+                      speed_precision=s.precision)
     if "accuracy" in todo:
         from .data import load_split
         from .train import evaluate_model, train_model

@@ -76,6 +76,7 @@ class SpeedCfg:
     warmup: int = 2
     iters: int = 3                    # forwards per timed repeat
     repeats: int = 5
+    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast around the timed forwards)
 
 
 @dataclass
@@ -111,6 +112,9 @@ class Config:
         self.schedule = check_hourglass(cfg.depth, cfg.num_frames, self.pruner.name, self.recoverer.name,
                                         sched, self.pipeline.name,
                                         backbones.registry.backbone_pipelines(self.backbone.name)).as_list()
+        from .measure.speed import PRECISIONS
+        if self.speed.precision not in PRECISIONS:
+            raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISIONS)}")
         if self.train.steps < 0 or self.train.batch_size < 1 or self.speed.batch_size < 1:
             raise ValueError("train.steps must be >= 0 and batch sizes >= 1")
 

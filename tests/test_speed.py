@@ -28,7 +28,7 @@ class Recorder(nn.Module):
 def test_row_fields_and_their_relations():
     row = measure_speed(nn.Linear(2, 3), _make, frames_out_per_clip=27, batch_size=4, threads=1,
                         warmup=1, iters=2, repeats=3)
-    assert set(SPEED_FIELDS) | {"threads", "batch_size", "warmup", "iters", "repeats", "device"} == set(row)
+    assert set(SPEED_FIELDS) | {"threads", "batch_size", "warmup", "iters", "repeats", "device", "precision"} == set(row)
     assert row["clips_per_s"] > 0 and row["latency_ms"] > 0 and row["speed_cv"] >= 0
     assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 27)
     assert row["clips_per_s"] == pytest.approx(4 / (row["latency_ms"] / 1e3))
@@ -43,6 +43,34 @@ def test_input_built_once_and_every_forward_in_inference_mode():
     assert built == [2]
     assert model.calls == 2 + 3 * 4
     assert all(model.inference)
+
+
+class DtypeRecorder(nn.Module):
+    """Remembers the dtype its linear layer computed in."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.dtypes = nn.Linear(2, 3), []
+
+    def forward(self, x):
+        y = self.fc(x)
+        self.dtypes.append(y.dtype)
+        return y
+
+
+@pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_autocasts_every_forward(precision, dtype):
+    model = DtypeRecorder()
+    row = measure_speed(model, _make, frames_out_per_clip=1, warmup=1, iters=1, repeats=2, precision=precision)
+    assert row["precision"] == precision and set(model.dtypes) == {dtype}
+    assert model.fc.weight.dtype == torch.float32  # autocast, not a cast of the weights
+
+
+def test_unknown_precision_is_refused_before_timing():
+    model = Recorder()
+    with pytest.raises(ValueError, match="unknown precision 'int4'; valid: fp32, bf16, fp16"):
+        measure_speed(model, _make, frames_out_per_clip=1, precision="int4")
+    assert model.calls == 0
 
 
 def test_single_repeat_has_zero_cv():

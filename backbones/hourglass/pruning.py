@@ -81,19 +81,30 @@ class ClusterPruner(ScorePruner):
     - density ties the jitter leaves (in float32 it rounds to ~16 levels near rho = 1, and mutual
       nearest neighbours tie exactly with k = 2) go to the lower index, so one token per tie is the
       denser and a cluster never keeps two frames;
-    - `distance='exact'` computes pairwise differences; `'mm'` is torch.cdist's default matmul formula
-      (the official numerics), which cancels when the features share a large offset.
+    - `distance='exact'` uses the matmul formula on mean-centred float64 features (error ~1e-6 of
+      the distances, below float32 pairwise differences, and 8x faster than them on MHFormer's 351 x
+      1536 features), with exact zeros on the diagonal; `'mm'` is torch.cdist's default float32 matmul
+      formula (the official numerics), which cancels when the features share a large offset.
     """
 
     def __init__(self, k_neighbours: int = 2, distance: str = "exact"):
         super().__init__()
         if distance not in ("exact", "mm"):
             raise ValueError(f"cluster distance {distance!r} is not one of exact, mm")
-        self.k_neighbours = k_neighbours
-        self.compute_mode = "donot_use_mm_for_euclid_dist" if distance == "exact" else "use_mm_for_euclid_dist_if_necessary"
+        self.k_neighbours, self.distance = k_neighbours, distance
+
+    def _pairwise(self, feats: torch.Tensor) -> torch.Tensor:
+        """Euclidean distances / sqrt(C), (B, n, n)."""
+        if self.distance == "mm":
+            return torch.cdist(feats, feats) / math.sqrt(feats.shape[-1])
+        x = feats.double()
+        x = x - x.mean(dim=1, keepdim=True)  # distances are shift-invariant; centring avoids cancellation
+        dist = torch.cdist(x, x, compute_mode="use_mm_for_euclid_dist")
+        dist.diagonal(dim1=-2, dim2=-1).zero_()
+        return (dist / math.sqrt(feats.shape[-1])).to(feats.dtype)
 
     def score(self, feats, ctx):
-        dist = torch.cdist(feats, feats, compute_mode=self.compute_mode) / math.sqrt(feats.shape[-1])  # (B, n, n)
+        dist = self._pairwise(feats)
         knn = dist.topk(min(self.k_neighbours, dist.shape[-1]), dim=-1, largest=False).values
         rho = (-(knn ** 2).mean(dim=-1)).exp() + ctx.noise(dist.shape[:2]) * TIE_BREAK
         order = torch.arange(rho.shape[-1], device=rho.device)

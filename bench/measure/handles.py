@@ -78,5 +78,6 @@ CHEAP_OPS = tuple(f"aten::{op}" for op in (
     "topk", "sort", "argsort", "gather", "index", "index_select", "scatter", "searchsorted", "where",
     "masked_fill", "lt", "le", "gt", "ge", "eq", "ne",
     # creation, randomness, copies
-    "rand", "randn", "linspace", "cat", "clone", "repeat", "expand_as", "ones_like", "zeros_like",
+    "rand", "randn", "linspace", "cat", "clone", "repeat", "expand_as", "ones_like", "zeros_like", "zero_",
+    "diagonal",
 ))

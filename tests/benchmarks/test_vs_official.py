@@ -1,13 +1,22 @@
 """Ours vs the official implementations, side by side in one process: same weights, same input ->
 outputs within 1e-4, and the throughput ratio at batch 1 (recorded, not asserted: a timing).
 
-Skipped unless VPTBENCH_OFFICIAL_HOT points to a checkout of the official HoT repository
-(NationalGAILab/HoT, which holds MixSTE, MotionBERT, MotionAGFormer and MHFormer) with `einops` and
-`timm` importable. Nothing of it is committed here. Reproduce:
+Covers the four backbones of the official HoT repository (MixSTE, MotionBERT, MotionAGFormer,
+MHFormer), its HoT / TPC variants, and PoseFormer from its own repository. The pruned variants
+select frames by DPC-kNN with random jitter, so the official model's selection is captured (its
+clustering function is wrapped) and replayed into ours (`forward_with_index(indices=...)`): the
+comparison then checks everything except the tie-breaking noise. Their speed runs compare each side
+with its own selection.
 
-    git clone https://github.com/NationalGAILab/HoT /tmp/hot       # or any copy of it
-    pip install einops timm                                         # in an environment beside ours
-    VPTBENCH_OFFICIAL_HOT=/tmp/hot .venv/bin/python -m pytest tests/benchmarks/test_vs_official.py -s
+Skipped unless VPTBENCH_OFFICIAL_HOT points to a checkout of NationalGAILab/HoT (and, for PoseFormer,
+VPTBENCH_OFFICIAL_POSEFORMER to a directory holding zczcwh/PoseFormer's common/model_poseformer.py),
+with `einops` and `timm` importable. Nothing of them is committed here. Reproduce:
+
+    git clone https://github.com/NationalGAILab/HoT /tmp/hot
+    git clone https://github.com/zczcwh/PoseFormer /tmp/poseformer
+    pip install --target /tmp/offdeps einops timm         # an environment beside ours
+    VPTBENCH_OFFICIAL_HOT=/tmp/hot VPTBENCH_OFFICIAL_POSEFORMER=/tmp/poseformer/common \
+        PYTHONPATH=/tmp/offdeps .venv/bin/python -m pytest tests/benchmarks/test_vs_official.py -s
 """
 from __future__ import annotations
 
@@ -15,72 +24,162 @@ import importlib
 import os
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Optional
 
 import pytest
 import torch
 
-from backbones import create, load_pretrained
+from backbones import create, create_hourglass, load_pretrained
 from bench.measure.speed import measure_speed
 
 HOT = os.environ.get("VPTBENCH_OFFICIAL_HOT")
+POSEFORMER = os.environ.get("VPTBENCH_OFFICIAL_POSEFORMER")
 pytestmark = pytest.mark.skipif(not HOT, reason="set VPTBENCH_OFFICIAL_HOT to a checkout of the official HoT repo")
 
 ARGS = dict(channel=512, d_hid=1024, n_joints=17, out_joints=17, frames=243, maxlen=243, depth=5, dim_feat=256,
             mlp_ratio=4, dim_rep=512, num_heads=8)
-# family -> (official module, frames, input channels)
-FAMILIES = {"mixste": ("model.mixste.mixste", 243, 2), "motionbert": ("model.motionbert.motionbert", 243, 3),
-            "motionagformer": ("model.motionagformer.motionagformer", 243, 3),
-            "mhformer": ("model.mhformer.mhformer", 351, 2)}
 
 
-def _official(family):
-    if HOT not in sys.path:
-        sys.path.insert(0, HOT)
-    module, frames, _ = FAMILIES[family]
-    return importlib.import_module(module).Model(SimpleNamespace(**dict(ARGS, frames=frames))).eval()
+@dataclass
+class Case:
+    module: str                     # official module; its `Model(args)` (or `builder`) makes the model
+    family: str
+    frames: int
+    chans: int
+    schedule: tuple = ()
+    pipeline: str = "seq2seq"
+    cluster_fn: Optional[str] = None  # "module:function" the official model selects frames with
+    args: dict = field(default_factory=dict)
+
+    def official(self):
+        root = POSEFORMER if self.family == "poseformer" else HOT
+        if root not in sys.path:
+            sys.path.insert(0, root)
+        mod = importlib.import_module(self.module)
+        if self.family == "poseformer":  # run_poseformer.py's settings for 81 frames
+            return mod.PoseTransformer(num_frame=81, num_joints=17, in_chans=2, embed_dim_ratio=32, depth=4,
+                                       num_heads=8, mlp_ratio=2.0, qkv_bias=True, qk_scale=None,
+                                       drop_path_rate=0.1).eval()
+        return mod.Model(SimpleNamespace(**dict(ARGS, frames=self.frames, **self.args))).eval()
+
+    def ours(self):
+        if not self.schedule:
+            return create(self.family).eval()
+        recoverer = "attention" if self.pipeline == "seq2seq" else "none"
+        return create_hourglass(self.family, "paper", "cluster", recoverer, [list(s) for s in self.schedule],
+                                pipeline=self.pipeline).eval()
 
 
-def _pair(family):
+CASES = {
+    "mixste": Case("model.mixste.mixste", "mixste", 243, 2),
+    "motionbert": Case("model.motionbert.motionbert", "motionbert", 243, 3),
+    "motionagformer": Case("model.motionagformer.motionagformer", "motionagformer", 243, 3),
+    "mhformer": Case("model.mhformer.mhformer", "mhformer", 351, 2),
+    "poseformer": Case("model_poseformer", "poseformer", 81, 2),
+    "hot_mixste": Case("model.mixste.hot_mixste", "mixste", 243, 2, ((3, 81),),
+                       cluster_fn="model.mixste.hot_mixste:cluster_dpc_knn", args=dict(token_num=81, layer_index=3)),
+    "hot_motionbert": Case("model.motionbert.hot_motionbert", "motionbert", 243, 3, ((1, 81),),
+                           cluster_fn="model.motionbert.hot_motionbert:cluster_dpc_knn"),
+    "hot_motionagformer": Case("model.motionagformer.hot_motionagformer", "motionagformer", 243, 3, ((7, 81),),
+                               cluster_fn="model.motionagformer.hot_motionagformer:cluster_dpc_knn"),
+    "tpc_mixste": Case("model.mixste.tpc_mixste", "mixste", 243, 2, ((7, 61),), "seq2frame",
+                       cluster_fn="model.mixste.tpc_mixste:cluster_dpc_knn_center",
+                       args=dict(token_num=61, layer_index=7)),
+    "tpc_mhformer": Case("model.mhformer.tpc_mhformer", "mhformer", 351, 2, ((1, 117),), "seq2frame",
+                         cluster_fn="model.mhformer.module.trans_hypothesis_cluster:cluster_dpc_knn_center",
+                         args=dict(token_num=117, layer_index=1)),
+}
+
+
+def _available(name):
+    return name != "poseformer" or POSEFORMER
+
+
+PARAMS = [pytest.param(n, marks=pytest.mark.skipif(not _available(n), reason="set VPTBENCH_OFFICIAL_POSEFORMER"))
+          for n in CASES]
+
+
+def _pair(name):
+    case = CASES[name]
     torch.manual_seed(0)
-    official = _official(family)
+    official = case.official()
     with torch.no_grad():  # randomise every tensor so no key can be silently left at its init
-        for name, p in official.state_dict().items():
+        for key, p in official.state_dict().items():
             if p.is_floating_point():
                 noise = torch.randn_like(p) * 0.05
-                p.copy_(noise.abs() + 0.5 if name.endswith("running_var") else noise)
-    ours = create(family).eval()
+                p.copy_(noise.abs() + 0.5 if key.endswith("running_var") else noise)
+    ours = case.ours()
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "official.pth")
         torch.save(official.state_dict(), path)
         load_pretrained(ours, path)
-    return official, ours
+    return case, official, ours
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_outputs_match_official(family):
-    official, ours = _pair(family)
-    _, frames, chans = FAMILIES[family]
-    x = torch.randn(2, frames, 17, chans)
+def _first(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class _Capture:
+    """Wraps the official clustering function and keeps the frames it selected, as the official model
+    then uses them: sorted, with the centre frame added for the TPC (`*_center`) variants."""
+
+    def __init__(self, spec: str, centre: int):
+        self.module, self.name = spec.split(":")
+        self.centre, self.index = centre, None
+
+    def __enter__(self):
+        mod = importlib.import_module(self.module)
+        self.orig = getattr(mod, self.name)
+
+        def wrapped(*a, **k):
+            index, idx_cluster = self.orig(*a, **k)
+            full = index
+            if self.name.endswith("_center"):
+                full = torch.cat([index, torch.full_like(index[:, :1], self.centre)], dim=-1)
+            self.index = full.sort(dim=-1).values
+            return index, idx_cluster
+
+        setattr(mod, self.name, wrapped)
+        return self
+
+    def __exit__(self, *exc):
+        setattr(importlib.import_module(self.module), self.name, self.orig)
+
+
+@pytest.mark.parametrize("name", PARAMS)
+def test_outputs_match_official(name):
+    case, official, ours = _pair(name)
+    x = torch.randn(2, case.frames, 17, case.chans)
     with torch.no_grad():
-        ref = official(x)
-        diff = (ref - ours(x)).abs().max().item()
+        if case.cluster_fn:
+            with _Capture(case.cluster_fn, (case.frames - 1) // 2) as cap:
+                ref = _first(official(x.clone()))
+            # TPC models return the poses of every kept frame; so does ours with kept_only
+            mine = ours.forward_with_index(x, indices=[cap.index], kept_only=case.pipeline == "seq2frame")[0]
+        else:
+            ref, mine = _first(official(x.clone())), ours(x)
+    assert ref.shape == mine.shape, (ref.shape, mine.shape)
+    diff = (ref - mine).abs().max().item()
     scale = ref.abs().max().item()
-    print(f"\n{family}: max |official - ours| = {diff:.2e} (max |official| = {scale:.2e})")
+    print(f"\n{name}: max |official - ours| = {diff:.2e} (max |official| = {scale:.2e})")
     # within 1e-4, relative to the output's magnitude (random weights make outputs large)
     assert diff < 1e-4 * max(1.0, scale)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_speed_vs_official(family):
-    official, ours = _pair(family)
-    _, frames, chans = FAMILIES[family]
-    make = lambda b: (torch.randn(b, frames, 17, chans, generator=torch.Generator().manual_seed(0)),)  # noqa: E731
-    kw = dict(frames_out_per_clip=frames, batch_size=1, threads=2, warmup=1, iters=1, repeats=5)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("name", PARAMS)
+def test_speed_vs_official(name, precision):
+    case, official, ours = _pair(name)
+    make = lambda b: (torch.randn(b, case.frames, 17, case.chans, generator=torch.Generator().manual_seed(0)),)  # noqa: E731
+    kw = dict(frames_out_per_clip=case.frames, batch_size=1, threads=2, warmup=1, iters=1, repeats=5,
+              precision=precision)
     rows = {}
-    for _ in range(2):  # alternate, so drift on a shared machine hits both
-        for name, model in (("official", official), ("ours", ours)):
-            rows.setdefault(name, []).append(measure_speed(model, make, **kw)["clips_per_s"])
+    for _ in range(3):  # alternate, so drift on a shared machine hits both
+        for side, model in (("official", official), ("ours", ours)):
+            rows.setdefault(side, []).append(measure_speed(model, make, **kw)["clips_per_s"])
     o, u = max(rows["official"]), max(rows["ours"])
-    print(f"\n{family}: official {o:.3f} clips/s, ours {u:.3f} clips/s, ratio {u / o:.3f}x")
+    print(f"\n{name} [{precision}]: official {o:.3f} clips/s, ours {u:.3f} clips/s, ratio {u / o:.3f}x")
     assert u > 0 and o > 0
