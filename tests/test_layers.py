@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from backbones import layers
 from backbones.layers import Attention, Block, CrossAttention, DropPath, Mlp, attend
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,14 +32,15 @@ def _self_reference(attn: Attention, x):
                           attn.proj.weight, attn.proj.bias, attn.num_heads)
 
 
-def test_attend_paths_agree():
+@pytest.mark.parametrize("keys", [5, layers.CPU_EXPLICIT_MAX_KEYS + 8])  # explicit / fused without weights on CPU
+def test_attend_paths_agree(keys):
     torch.manual_seed(0)
-    q, k, v = torch.randn(2, 4, 7, 8), torch.randn(2, 4, 5, 8), torch.randn(2, 4, 5, 6)
+    q, k, v = torch.randn(2, 4, 7, 8), torch.randn(2, 4, keys, 8), torch.randn(2, 4, keys, 6)
     fused, none = attend(q, k, v)
     explicit, w = attend(q, k, v, need_weights=True)
     assert none is None
     assert fused.shape == explicit.shape == (2, 4, 7, 6)
-    assert w.shape == (2, 4, 7, 5)
+    assert w.shape == (2, 4, 7, keys)
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
 
 
@@ -134,3 +136,37 @@ def test_block_backward():
     blk(x)[0].sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert all(p.grad is not None for p in blk.parameters())
+
+
+def _ops_run(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key for e in prof.key_averages()}
+
+
+@pytest.mark.skipif(not layers.ONEDNN_LINEAR, reason="this torch build has no oneDNN linear")
+def test_linear_runs_on_onednn_only_in_float32_inference():
+    torch.manual_seed(0)
+    lin = layers.Linear(64, 48)
+    x = torch.randn(3, 17, 64).transpose(0, 1)  # non-contiguous input too
+    ref = F.linear(x, lin.weight, lin.bias)
+    with torch.inference_mode():
+        assert torch.allclose(lin(x), ref, atol=1e-5)
+        assert "mkldnn::_linear_pointwise" in _ops_run(lambda: lin(x))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert lin(x).dtype == torch.bfloat16  # autocast keeps F.linear
+    with torch.no_grad():  # FLOP counting and plain evaluation trace aten::linear
+        assert "mkldnn::_linear_pointwise" not in _ops_run(lambda: lin(x))
+    out = lin(x.requires_grad_())
+    out.sum().backward()  # training: autograd through F.linear
+    assert lin.weight.grad is not None and torch.allclose(out, ref, atol=1e-6)
+
+
+def test_linear_is_a_drop_in_nn_linear():
+    lin = layers.Linear(5, 4, bias=False)
+    assert isinstance(lin, torch.nn.Linear) and set(lin.state_dict()) == {"weight"}
+    with torch.inference_mode():
+        x = torch.randn(2, 5)
+        assert torch.allclose(lin(x), x @ lin.weight.T, atol=1e-6)
