@@ -2,6 +2,13 @@
 
 Metrics already in the store for this cell are not recomputed (unless `rerun`); new metrics are
 merged into the cell's record. A failure is recorded with its error (status 'failed').
+
+Accuracy of a pruned cell depends on `mode`: `scratch` (default, as HoT/H2OT train their pruned models)
+trains the pruned model from fresh weights; `finetune` starts from the trained unpruned baseline (same
+backbone, preset, data, training settings and seed) and trains the pruned model; `zeroshot` plugs a
+parameter-free pruner/recoverer into that baseline without training. The baseline is trained once per
+identity and cached at `<store>/checkpoints/<baseline key>.pt` (atomic write; the unpruned cell itself
+loads it when present, so delete the file to retrain); training resumes from `run-<key>.pt` after a kill.
 """
 from __future__ import annotations
 

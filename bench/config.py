@@ -15,6 +15,8 @@ from omegaconf import MISSING
 import backbones
 from backbones.hourglass import check_hourglass, parse_schedule
 
+from .train import LOSSES, LR_SCHEDULES
+
 __all__ = ["Config", "BackboneCfg", "PrunerCfg", "RecovererCfg", "PresetCfg", "PipelineCfg", "DataCfg",
            "TrainCfg", "EvalCfg", "SpeedCfg", "METRICS", "MODES", "register_configs"]
 
@@ -136,8 +138,8 @@ class Config:
 
     def _check_accuracy(self) -> None:
         t = self.train
-        for name, value, valid in [("mode", self.mode, MODES), ("train.loss", t.loss, ("mpjpe", "mixste")),
-                                   ("train.lr_schedule", t.lr_schedule, ("cosine", "epoch"))]:
+        for name, value, valid in [("mode", self.mode, MODES), ("train.loss", t.loss, LOSSES),
+                                   ("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)]:
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
         if t.epoch_steps < 1 or not 0 < t.lr_decay <= 1 or t.minutes < 0 or t.checkpoint_every < 0:
@@ -153,8 +155,8 @@ class Config:
                 extra = dict(dim=8, num_frames=9, num_heads=1) if kind == "recoverer" else {}
                 if any(True for _ in reg.build(c.name, **extra, **dict(c.args)).parameters()):
                     raise ValueError(f"mode=zeroshot needs parameter-free strategies but {kind} {c.name!r} "
-                                     "has learnable parameters; use mode=finetune or a parameter-free "
-                                     f"{kind} (e.g. recoverer=interpolation)")
+                                     "has learnable parameters; use mode=finetune, or a parameter-free "
+                                     "recoverer (interpolation, nearest)")
 
     def cell_identity(self) -> Dict[str, Any]:
         """Everything that changes a cell's numbers (not where it is stored or whether to rerun)."""
