@@ -2,6 +2,13 @@
 
 Metrics already in the store for this cell are not recomputed (unless `rerun`); new metrics are
 merged into the cell's record. A failure is recorded with its error (status 'failed').
+
+Accuracy of a pruned cell depends on `mode`: `scratch` (default, as HoT/H2OT train their pruned models)
+trains the pruned model from fresh weights; `finetune` starts from the trained unpruned baseline (same
+backbone, preset, data, training settings and seed) and trains the pruned model; `zeroshot` plugs a
+parameter-free pruner/recoverer into that baseline without training. The baseline is trained once per
+identity and cached at `<store>/checkpoints/<baseline key>.pt` (atomic write; the unpruned cell itself
+loads it when present, so delete the file to retrain); training resumes from `run-<key>.pt` after a kill.
 """
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -20,10 +27,10 @@ import torch
 
 import backbones
 from . import __version__
-from .config import Config
+from .config import Config, PrunerCfg, RecovererCfg
 from .store import ResultStore, cell_key
 
-__all__ = ["run_cell", "build_model", "environment"]
+__all__ = ["run_cell", "build_model", "environment", "load_baseline"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +83,7 @@ def _describe(cfg: Config) -> Dict[str, Any]:
     return {"backbone": cfg.backbone.name, "preset": cfg.preset.name, "frames": bcfg.num_frames,
             "depth": bcfg.depth, "pruner": cfg.pruner.name, "recoverer": cfg.recoverer.name,
             "schedule": cfg.schedule, "pipeline": cfg.pipeline.name, "data": cfg.data.name,
-            "data_label": cfg.data.label, "seed": cfg.seed, "experiment": cfg.experiment}
+            "data_label": cfg.data.label, "seed": cfg.seed, "mode": cfg.mode, "experiment": cfg.experiment}
 
 
 def _wanted(cfg: Config, previous: Dict[str, Any] | None) -> Tuple[str, ...]:
@@ -110,23 +117,83 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any]) -> None
                       speed_precision=s.precision)
     if "accuracy" in todo:
         from .data import load_split
-        from .train import evaluate_model, train_model
+        from .train import evaluate_model
 
         train_seqs, test_seqs = load_split(cfg.data.name)
-        t = cfg.train
         threads = torch.get_num_threads()
-        if t.threads:
-            torch.set_num_threads(t.threads)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
         try:
             torch.manual_seed(cfg.seed)
             model = build_model(cfg)  # fresh weights, seeded
-            record.update(train_model(model, train_seqs, frames=model.num_frames, stride=cfg.data.train_stride,
-                                      steps=t.steps, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-                                      warmup_steps=t.warmup_steps,
-                                      seed=cfg.seed, progress=t.progress, desc=_short(cfg)))
-            record.update(evaluate_model(model, test_seqs, frames=model.num_frames))
+            ckdir = Path(cfg.store) / "checkpoints"
+            if cfg.pruner.name == "none" or cfg.mode != "scratch":
+                base_key = cell_key(cfg.baseline_identity())
+                state, info = _trained_baseline(cfg, train_seqs, ckdir / f"{base_key}.pt")
+                load_baseline(model, state)
+                record.update(baseline_key=base_key, **{f"baseline_{k}": v for k, v in info.items()})
+            if cfg.pruner.name != "none" and cfg.mode != "zeroshot":  # scratch or finetune: train this model
+                resume = ckdir / f"run-{cell_key(cfg.cell_identity())}.pt"
+                record.update(_train(cfg, model, train_seqs, resume))
+                resume.unlink(missing_ok=True)
+            elif cfg.pruner.name != "none":
+                record.update(train_steps=0, train_loss_mm=None, train_s=0.0, train_stop="zeroshot")
+            else:
+                record.update(info)
+            record.update(evaluate_model(model, test_seqs, frames=model.num_frames, batch_size=cfg.eval.batch_size,
+                                         flip=cfg.eval.flip))
         finally:
             torch.set_num_threads(threads)
+
+
+def _train(cfg: Config, model, train_seqs, checkpoint: Path) -> Dict[str, Any]:
+    from .train import train_model
+
+    t = cfg.train
+    out = train_model(model, train_seqs, frames=model.num_frames, stride=cfg.data.train_stride, steps=t.steps,
+                      batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
+                      seed=cfg.seed, loss=t.loss, tc_weight=t.tc_weight, vel_weight=t.vel_weight,
+                      lr_schedule=t.lr_schedule, epoch_steps=t.epoch_steps, lr_decay=t.lr_decay, minutes=t.minutes,
+                      checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, progress=t.progress,
+                      desc=_short(cfg))
+    out.pop("train_losses_mm")  # the curve stays out of the record
+    return out
+
+
+def _trained_baseline(cfg: Config, train_seqs, path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """The trained unpruned model for `cfg` (same backbone, preset, data, training, seed): loaded from
+    `path` when a previous cell trained it, else trained once and cached there atomically."""
+    if path.exists():
+        saved = torch.load(path, weights_only=False)
+        return saved["model"], saved["train"]
+    from .train import _save_atomic
+
+    base_cfg = replace(cfg, pruner=PrunerCfg(), recoverer=RecovererCfg(), schedule=[], mode="scratch")
+    torch.manual_seed(cfg.seed)
+    base = build_model(base_cfg)
+    resume = path.with_name(f"run-{path.name}")
+    info = _train(base_cfg, base, train_seqs, resume)
+    _save_atomic({"model": base.state_dict(), "train": info, "identity": cfg.baseline_identity()}, path)
+    resume.unlink(missing_ok=True)
+    return base.state_dict(), info
+
+
+# what a pruned model has beyond its unpruned baseline: stage positional embeddings and the strategies
+PRUNED_ONLY = ("pos_embed_token.", "recoverer.", "pruner.")
+
+
+def load_baseline(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> None:
+    """Load unpruned baseline weights into a (pruned) model; only the pruned model's own extra parameters
+    may be missing, anything else (unexpected or missing keys, shape mismatches) is a one-line error."""
+    try:
+        res = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ValueError("the baseline's weights do not fit the pruned model (shape mismatch: "
+                         f"{str(e).splitlines()[-1].strip()}); use mode=scratch for this backbone/schedule") from None
+    missing = [k for k in res.missing_keys if not k.startswith(PRUNED_ONLY)]
+    if missing or res.unexpected_keys:
+        raise ValueError(f"the baseline's weights do not fit the model: missing {missing[:5]}, unexpected "
+                         f"{res.unexpected_keys[:5]}; use mode=scratch")
 
 
 def _short(cfg: Config) -> str:

@@ -15,10 +15,15 @@ from omegaconf import MISSING
 import backbones
 from backbones.hourglass import check_hourglass, parse_schedule
 
+from .train import LOSSES, LR_SCHEDULES
+
 __all__ = ["Config", "BackboneCfg", "PrunerCfg", "RecovererCfg", "PresetCfg", "PipelineCfg", "DataCfg",
-           "TrainCfg", "SpeedCfg", "METRICS", "register_configs"]
+           "TrainCfg", "EvalCfg", "SpeedCfg", "METRICS", "MODES", "register_configs"]
 
 METRICS = ("params", "flops", "speed", "accuracy")
+# how a pruned cell gets its weights: trained pruned from scratch, fine-tuned from the trained unpruned
+# baseline, or the baseline's weights with the pruner plugged in untrained
+MODES = ("scratch", "finetune", "zeroshot")
 
 
 @dataclass
@@ -67,6 +72,20 @@ class TrainCfg:
     weight_decay: float = 0.01
     threads: int = 0                  # torch threads while training; 0 = leave as is
     progress: bool = True             # tqdm bar on stderr
+    loss: str = "mpjpe"               # mpjpe | mixste (weighted MPJPE + temporal consistency + velocity)
+    tc_weight: float = 0.5            # mixste: temporal-consistency coefficient (reference A.7)
+    vel_weight: float = 2.0           # mixste: velocity-error coefficient (reference A.7)
+    lr_schedule: str = "cosine"       # cosine (warm-up + cosine to 0) | epoch (warm-up + x lr_decay per epoch)
+    epoch_steps: int = 100            # optimiser steps per "epoch" of the epoch schedule
+    lr_decay: float = 0.99            # epoch schedule: lr factor per epoch (reference MixSTE recipe)
+    minutes: float = 0.0              # stop early after this many minutes of training; 0 = steps only
+    checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
+
+
+@dataclass
+class EvalCfg:
+    flip: bool = True                 # flip test-time augmentation (the papers' protocol)
+    batch_size: int = 64              # clips per forward while evaluating
 
 
 @dataclass
@@ -90,10 +109,12 @@ class Config:
     schedule: List[Any] = field(default_factory=list)       # [[layer, tokens], ...]; [] = no pruning
     metrics: List[str] = field(default_factory=lambda: list(METRICS))
     seed: int = 0
+    mode: str = "scratch"             # scratch | finetune | zeroshot (see MODES)
     store: str = "results/store"      # directory of the results store
     rerun: bool = False               # re-run cells already in the store
     train: TrainCfg = field(default_factory=TrainCfg)
     speed: SpeedCfg = field(default_factory=SpeedCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
     experiment: Optional[str] = None  # the named grid this cell belongs to (set by experiment configs)
 
     def __post_init__(self):
@@ -115,15 +136,47 @@ class Config:
         from .measure.speed import PRECISIONS
         if self.speed.precision not in PRECISIONS:
             raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if self.train.steps < 0 or self.train.batch_size < 1 or self.speed.batch_size < 1:
+        if self.train.steps < 0 or self.train.batch_size < 1 or self.speed.batch_size < 1 or self.eval.batch_size < 1:
             raise ValueError("train.steps must be >= 0 and batch sizes >= 1")
+        self._check_accuracy()
+
+    def _check_accuracy(self) -> None:
+        t = self.train
+        for name, value, valid in [("mode", self.mode, MODES), ("train.loss", t.loss, LOSSES),
+                                   ("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)]:
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+        if t.epoch_steps < 1 or not 0 < t.lr_decay <= 1 or t.minutes < 0 or t.checkpoint_every < 0:
+            raise ValueError("train.epoch_steps must be >= 1, train.lr_decay in (0, 1], train.minutes and "
+                             "train.checkpoint_every >= 0")
+        if self.pruner.name == "none":
+            self.mode = "scratch"  # the baseline is its own baseline: one canonical cell
+        elif self.mode == "zeroshot":
+            from backbones.hourglass.pruning import PRUNERS
+            from backbones.hourglass.recovery import RECOVERERS
+
+            for kind, reg, c in (("pruner", PRUNERS, self.pruner), ("recoverer", RECOVERERS, self.recoverer)):
+                extra = dict(dim=8, num_frames=9, num_heads=1) if kind == "recoverer" else {}
+                if any(True for _ in reg.build(c.name, **extra, **dict(c.args)).parameters()):
+                    raise ValueError(f"mode=zeroshot needs parameter-free strategies but {kind} {c.name!r} "
+                                     "has learnable parameters; use mode=finetune, or a parameter-free "
+                                     "recoverer (interpolation, nearest)")
 
     def cell_identity(self) -> Dict[str, Any]:
         """Everything that changes a cell's numbers (not where it is stored or whether to rerun)."""
         d = asdict(self)
         for k in ("store", "rerun", "experiment", "metrics"):  # metrics accumulate in one record
             d.pop(k)
-        d["train"].pop("progress")
+        for k in ("progress", "checkpoint_every", "threads"):  # how it runs, not what it computes
+            d["train"].pop(k)
+        return d
+
+    def baseline_identity(self) -> Dict[str, Any]:
+        """What the trained unpruned model a finetune/zeroshot cell starts from depends on: this cell
+        without its pruner, recoverer, schedule, mode, evaluation and timing settings."""
+        d = self.cell_identity()
+        for k in ("pruner", "recoverer", "schedule", "mode", "eval", "speed"):
+            d.pop(k)
         return d
 
 

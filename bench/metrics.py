@@ -7,11 +7,31 @@ action first, then as an unweighted mean over actions.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, Iterable, Tuple
+import math
+from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["mpjpe", "p_mpjpe", "mpjve", "zero_root", "mean_over_actions"]
+__all__ = ["mpjpe", "p_mpjpe", "mpjve", "zero_root", "mean_over_actions", "flip_poses", "aggregate_seeds",
+           "H36M_LEFT", "H36M_RIGHT", "ACCURACY_FIELDS"]
+
+H36M_LEFT = (4, 5, 6, 11, 12, 13)    # the 17-joint VideoPose3D skeleton (reference E)
+H36M_RIGHT = (1, 2, 3, 14, 15, 16)
+ACCURACY_FIELDS = ("mpjpe_mm", "p_mpjpe_mm", "mpjve_mm")
+
+
+def flip_poses(poses, joints_axis: int = -2):
+    """Mirror x (channel 0; the other channels, e.g. y, z, confidence, unchanged) and swap the H36M
+    left/right joints. Works on numpy arrays and torch tensors (..., J, C); it is its own inverse, so it
+    flips a 2D input and un-flips a 3D prediction alike."""
+    perm = list(range(poses.shape[joints_axis]))
+    if len(perm) != 17:
+        raise ValueError(f"flip augmentation needs the 17-joint H36M skeleton, got {len(perm)} joints; set eval.flip=false")
+    for l, r in zip(H36M_LEFT, H36M_RIGHT):
+        perm[l], perm[r] = r, l
+    out = poses[..., perm, :] * 1.0  # a copy in either library
+    out[..., 0] = -out[..., 0]
+    return out
 
 
 def zero_root(poses: np.ndarray) -> np.ndarray:
@@ -66,6 +86,42 @@ def mean_over_actions(per_sequence: Iterable[Tuple[str, float, int]]) -> Tuple[f
         counts[action] += n
     per_action = {a: sums[a] / counts[a] for a in sums}
     return float(np.mean(list(per_action.values()))), per_action
+
+
+def aggregate_seeds(records, keys: Sequence[str], metrics: Sequence[str] = ACCURACY_FIELDS) -> List[Dict[str, Any]]:
+    """Records (list of dicts or a pandas DataFrame; one per cell and seed) -> one row per distinct value
+    of `keys` (which must not include the seed) with `<metric>_mean`, `<metric>_std` (sample std, ddof=1;
+    NaN for a single seed) and `n_seeds` (distinct seeds with every metric present). Failed records
+    (status other than 'ok') and missing metric values are left out; row order follows first appearance."""
+    rows = records.to_dict("records") if hasattr(records, "to_dict") else list(records)
+    if "seed" in keys:
+        raise ValueError("aggregate_seeds groups over seeds; remove 'seed' from keys")
+    groups: Dict[Tuple, Dict[str, Any]] = {}
+    for r in rows:
+        if r.get("status", "ok") != "ok":
+            continue
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise ValueError(f"record lacks key(s) {', '.join(missing)}; group by columns every record has")
+        vals = [r.get(m) for m in metrics]
+        if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in vals):
+            continue
+        g = groups.setdefault(tuple(_hashable(r[k]) for k in keys), {"row": {k: r[k] for k in keys}, "seeds": {}})
+        g["seeds"][r.get("seed")] = vals  # a repeated seed counts once (the last record wins)
+    out = []
+    for g in groups.values():
+        vals = np.array(list(g["seeds"].values()), dtype=np.float64)   # (n_seeds, n_metrics)
+        n = len(vals)
+        row = dict(g["row"], n_seeds=n)
+        for j, m in enumerate(metrics):
+            row[f"{m}_mean"] = float(vals[:, j].mean())
+            row[f"{m}_std"] = float(vals[:, j].std(ddof=1)) if n > 1 else float("nan")
+        out.append(row)
+    return out
+
+
+def _hashable(v):
+    return tuple(map(_hashable, v)) if isinstance(v, (list, tuple)) else v
 
 
 def _check(pred, target):

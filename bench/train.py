@@ -1,18 +1,28 @@
 """Short training runs and evaluation for grid cells (tiny presets on a CPU, paper presets on a GPU).
 
-Training: AdamW on an MPJPE loss (root zeroed in prediction and target), linear warm-up then cosine
-learning-rate decay over a fixed step budget, seeded window sampling. seq2frame models train against ground truth at
-the frames they kept (reference A.6), seq2seq models on every output frame.
+Training: AdamW; loss `mpjpe` (root zeroed in prediction and target) or `mixste` (reference A.7:
+joint-weighted MPJPE + 0.5 x temporal consistency + 2.0 x velocity error); learning rate either linear
+warm-up then cosine decay over the step budget (`cosine`), or the reference's per-epoch decay (`epoch`:
+lr x `lr_decay` after every `epoch_steps` optimiser steps, after the same warm-up; a step budget has no
+data epochs, so an "epoch" is a fixed number of steps). Seeded window sampling; the same seed gives the
+same loss curve. With a checkpoint path, model, optimiser, scheduler, RNG states and step are saved
+atomically every `checkpoint_every` steps and a rerun resumes there, ending with the same weights as an
+uninterrupted run. seq2frame models train against ground truth at the frames they kept (reference A.6),
+seq2seq models on every output frame.
 
 Evaluation (reference E): seq2seq on non-overlapping clips covering each sequence, the edge clips
 padded with replicated frames and the padded outputs counted; seq2frame on one centred, edge-padded
-window per frame, scoring the centre. MPJPE / P-MPJPE / MPJVE averaged per action, then over actions.
+window per frame, scoring the centre. Flip test-time augmentation (on by default, as in the papers)
+averages with the un-flipped prediction of the mirrored input; a pruned model's flip pass reuses the
+frames the plain pass kept. MPJPE / P-MPJPE / MPJVE averaged per action, then over actions.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
-from typing import Dict, List, Sequence
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,16 +31,44 @@ from tqdm.auto import tqdm
 from backbones.hourglass import gather_frames
 
 from .data.windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
-from .metrics import mean_over_actions, mpjpe, mpjve, p_mpjpe
+from .metrics import flip_poses, mean_over_actions, mpjpe, mpjve, p_mpjpe
 
-__all__ = ["train_model", "evaluate_model", "mpjpe_loss", "model_input"]
+__all__ = ["train_model", "evaluate_model", "mpjpe_loss", "mixste_loss", "model_input", "LOSSES", "LR_SCHEDULES",
+           "MIXSTE_JOINT_WEIGHTS"]
+
+LOSSES = ("mpjpe", "mixste")
+LR_SCHEDULES = ("cosine", "epoch")
+# per-joint weights of the MixSTE loss (reference A.7), H36M joint order
+MIXSTE_JOINT_WEIGHTS = (1, 1, 2.5, 2.5, 1, 2.5, 2.5, 1, 1, 1, 1.5, 1.5, 4, 4, 1.5, 4, 4)
+
+
+def _zero_root(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([torch.zeros_like(x[..., :1, :]), x[..., 1:, :]], dim=-2)
 
 
 def mpjpe_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean L2 over joints and frames, root joint zeroed in both (metres)."""
-    pred = torch.cat([torch.zeros_like(pred[..., :1, :]), pred[..., 1:, :]], dim=-2)
-    target = torch.cat([torch.zeros_like(target[..., :1, :]), target[..., 1:, :]], dim=-2)
-    return (pred - target).norm(dim=-1).mean()
+    return (_zero_root(pred) - _zero_root(target)).norm(dim=-1).mean()
+
+
+def mixste_loss(pred: torch.Tensor, target: torch.Tensor, tc_weight: float = 0.5,
+                vel_weight: float = 2.0) -> torch.Tensor:
+    """MixSTE objective on (B, T, J, 3), root zeroed in both (reference A.7): per-joint weighted MPJPE
+    + tc_weight x mean of the joint-weighted squared first differences of the *prediction* + vel_weight x
+    mean velocity error. One-frame outputs (seq2frame heads that pool to the centre) get the weighted
+    MPJPE only."""
+    pred, target = _zero_root(pred), _zero_root(target)
+    w = pred.new_tensor(MIXSTE_JOINT_WEIGHTS)
+    if pred.shape[-2] != len(w):
+        raise ValueError(f"the mixste loss weights 17 H36M joints, the model predicts {pred.shape[-2]}; "
+                         "use train.loss=mpjpe")
+    loss = (w * (pred - target).norm(dim=-1)).mean()
+    if pred.shape[1] < 2:
+        return loss
+    dp, dt = pred.diff(dim=1), target.diff(dim=1)                     # (B, T-1, J, 3)
+    tc = (w[:, None] * dp.square()).mean()
+    vel = (dp - dt).norm(dim=-1).mean()
+    return loss + tc_weight * tc + vel_weight * vel
 
 
 def model_input(pos2d: np.ndarray, in_chans: int) -> np.ndarray:
@@ -43,29 +81,63 @@ def model_input(pos2d: np.ndarray, in_chans: int) -> np.ndarray:
     raise ValueError(f"the model takes {in_chans} input channels but the data has {pos2d.shape[-1]}")
 
 
+def _lr_lambda(schedule: str, steps: int, warmup_steps: int, epoch_steps: int, lr_decay: float):
+    warm = lambda s: min(1.0, (s + 1) / max(1, warmup_steps))  # noqa: E731
+    if schedule == "cosine":
+        # cosine decay to 0 over the budget; the warm-up gets small transformers off the mean-pose
+        # plateau sooner at a higher peak rate
+        return lambda s: warm(s) * 0.5 * (1 + math.cos(math.pi * s / steps))
+    if schedule == "epoch":
+        return lambda s: warm(s) * lr_decay ** (s // epoch_steps)
+    raise ValueError(f"unknown train.lr_schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+
+
+def _save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: int, batch_size: int,
-                lr: float, weight_decay: float, seed: int, warmup_steps: int = 0, progress: bool = True,
+                lr: float, weight_decay: float, seed: int, warmup_steps: int = 0, loss: str = "mpjpe",
+                tc_weight: float = 0.5, vel_weight: float = 2.0, lr_schedule: str = "cosine",
+                epoch_steps: int = 100, lr_decay: float = 0.99, minutes: float = 0.0,
+                checkpoint: Optional[Path] = None, checkpoint_every: int = 0, progress: bool = True,
                 desc: str = "train") -> Dict:
-    """Train in place; returns {train_steps, train_loss_mm (mean of the last 10% of steps), train_s}."""
+    """Train in place; returns {train_steps, train_loss_mm (mean of the last 10% of steps), train_s,
+    train_stop ('steps' | 'minutes')}. `minutes` > 0 stops early once that much wall time has passed in
+    this run (checked after each step). `checkpoint` (a file) is resumed from when it exists and written every `checkpoint_every`
+    steps; the caller deletes it once the result is safe elsewhere."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown train.loss {loss!r}; valid: {', '.join(LOSSES)}")
     if steps == 0:
-        return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0}
+        return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0, "train_stop": "steps"}
     index = train_windows(sequences, frames, stride)
     if len(index) == 0:
         raise ValueError(f"no training windows of {frames} frames in the training split; use shorter clips")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    # linear warm-up, then cosine decay to 0 over the budget; the warm-up gets small transformers
-    # off the mean-pose plateau sooner at a higher peak rate
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(lr_schedule, steps, warmup_steps, epoch_steps, lr_decay))
+    losses: List[float] = []
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start, losses = state["step"], state["losses"]
     seq2frame = getattr(model, "pipeline", "seq2seq") == "seq2frame"
     in_chans = model.backbone.in_chans
+    objective = mpjpe_loss if loss == "mpjpe" else lambda p, y: mixste_loss(p, y, tc_weight, vel_weight)
     model.train()
-    losses: List[float] = []
     t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for _ in bar:
+    stop = "steps"
+    bar = tqdm(range(start, steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for step in bar:
         pick = rng.integers(0, len(index), size=batch_size)
         x, y = fetch_windows(sequences, [index[i] for i in pick], frames)
         x, y = torch.from_numpy(model_input(x, in_chans)), torch.from_numpy(y)
@@ -75,27 +147,45 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
                 y = gather_frames(y, stage_idx[-1])
         else:
             pred = model(x)
-        loss = mpjpe_loss(pred, y)
+        value = objective(pred, y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
         sched.step()
-        losses.append(loss.item() * 1000.0)
+        losses.append(mpjpe_loss(pred.detach(), y).item() * 1000.0)
         bar.set_postfix(mpjpe_mm=f"{losses[-1]:.1f}")
+        if checkpoint is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0:
+            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                          "step": step + 1, "losses": losses}, Path(checkpoint))
+        if minutes > 0 and time.perf_counter() - t0 > 60.0 * minutes:
+            stop = "minutes"
+            break
     model.eval()
-    tail = losses[-max(1, len(losses) // 10):]
-    return {"train_steps": steps, "train_loss_mm": float(np.mean(tail)), "train_s": time.perf_counter() - t0}
+    tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
+    return {"train_steps": len(losses), "train_loss_mm": float(np.mean(tail)), "train_s": time.perf_counter() - t0,
+            "train_stop": stop, "train_losses_mm": losses}
 
 
-@torch.no_grad()
-def _predict(model, x: np.ndarray, batch_size: int) -> np.ndarray:
-    out = [model(torch.from_numpy(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+@torch.inference_mode()  # not just no_grad: float32 CPU linears then run on oneDNN (backbones.layers.Linear)
+def _predict(model, x: np.ndarray, batch_size: int, flip: bool = False) -> np.ndarray:
+    """Batched forward; with `flip`, the average with the un-flipped prediction of the mirrored input,
+    the mirrored pass replaying the frames the plain pass kept."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = torch.from_numpy(x[i:i + batch_size])
+        pred, idx = model.forward_with_index(xb)
+        if flip:
+            pred_f, _ = model.forward_with_index(flip_poses(xb), indices=idx)
+            pred = 0.5 * (pred + flip_poses(pred_f))
+        out.append(pred.numpy())
     return np.concatenate(out, axis=0)
 
 
 @torch.no_grad()
-def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int = 64) -> Dict:
-    """Returns mpjpe_mm, p_mpjpe_mm, mpjve_mm (means over actions), per_action_mpjpe_mm, eval_frames."""
+def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int = 64, flip: bool = True) -> Dict:
+    """`flip`: test-time flip averaging (reference E). Returns mpjpe_mm, p_mpjpe_mm, mpjve_mm (means over
+    actions), per_action_mpjpe_mm, eval_frames."""
     model.eval()
     seq2frame = getattr(model, "pipeline", "seq2seq") == "seq2frame"
     pos2d_of = lambda seq: model_input(seq.pos2d, model.backbone.in_chans)  # noqa: E731
@@ -105,12 +195,12 @@ def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int =
         T = len(seq.pos2d)
         if seq2frame:
             win = seq2frame_eval_windows(T, frames)                    # (T, frames) indices
-            pred = _predict(model, pos2d_of(seq)[win], batch_size)[:, 0]   # (T, J, 3) centre frames
+            pred = _predict(model, pos2d_of(seq)[win], batch_size, flip)[:, 0]   # (T, J, 3) centre frames
             target = seq.pos3d
             vel_pred, vel_target = pred[None], target[None]
         else:
             clips = seq2seq_eval_clips(T, frames)                       # (n_clips, frames) indices
-            pred = _predict(model, pos2d_of(seq)[clips], batch_size)       # (n_clips, frames, J, 3)
+            pred = _predict(model, pos2d_of(seq)[clips], batch_size, flip)       # (n_clips, frames, J, 3)
             target = seq.pos3d[clips]
             vel_pred, vel_target = pred, target
         pred = pred.copy()

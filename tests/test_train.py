@@ -1,0 +1,172 @@
+"""Training objective, schedules, seeding, checkpoint/resume, flip TTA, and finetune/zeroshot cells."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import bench.cell
+import bench.train
+from bench.config import BackboneCfg, Config, DataCfg, PresetCfg, PrunerCfg, RecovererCfg, TrainCfg
+from bench.data import load_split
+from bench.metrics import flip_poses
+from bench.train import MIXSTE_JOINT_WEIGHTS, _lr_lambda, _predict, mixste_loss, train_model
+
+W = np.array(MIXSTE_JOINT_WEIGHTS)
+
+
+def _cfg(tmp_path=None, pruner="none", recoverer="interpolation", schedule=None, steps=4, **kw):
+    sched = schedule if schedule is not None else ([] if pruner == "none" else [[1, 9]])
+    # a 2-layer tiny MixSTE keeps every test here fast on 2 cores
+    return Config(backbone=BackboneCfg("mixste", {"depth": 2, "embed_dim": 16}), preset=PresetCfg("tiny"), data=DataCfg("synthetic"),
+                  pruner=PrunerCfg(pruner), recoverer=RecovererCfg(recoverer), schedule=sched, metrics=["accuracy"],
+                  train=TrainCfg(steps=steps, progress=False, checkpoint_every=2), store=str(tmp_path), **kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_split("synthetic")
+
+
+def _train(model, seqs, **kw):
+    args = dict(frames=model.num_frames, stride=9, steps=4, batch_size=2, lr=1e-3, weight_decay=0.01, seed=0,
+                progress=False)
+    return train_model(model, seqs, **{**args, **kw})
+
+
+def test_mixste_loss_by_hand():
+    target = torch.randn(2, 1, 17, 3).expand(2, 5, 17, 3)            # a static pose
+    offset = torch.tensor([0.03, 0.04, 0.0])                          # 5 cm on every joint
+    # static offset: no motion, so only the weighted MPJPE term (root zeroed -> contributes 0)
+    assert mixste_loss(target + offset, target).item() == pytest.approx(0.05 * W[1:].sum() / 17, rel=1e-5)
+    # drift of d per frame: tc = mean(w_j d_c^2) over joints and axes (root 0), vel = |d| over 16/17 joints
+    d = torch.tensor([0.01, 0.0, 0.0])
+    drift = target + torch.arange(5.0)[None, :, None, None] * d
+    err = (drift - target)[..., 1:, :].norm(dim=-1)                   # (2, 5, 16)
+    wmpjpe = (torch.from_numpy(W[1:]).float() * err).sum(-1).mean() / 17
+    tc = 0.01 ** 2 * W[1:].sum() / (17 * 3)
+    vel = 0.01 * 16 / 17
+    want = wmpjpe.item() + 0.5 * tc + 2.0 * vel
+    assert mixste_loss(drift, target).item() == pytest.approx(want, rel=1e-5)
+    assert mixste_loss(drift, target, tc_weight=0.0, vel_weight=0.0).item() == pytest.approx(wmpjpe.item(), rel=1e-5)
+
+
+def test_lr_schedules():
+    epoch = _lr_lambda("epoch", 100, warmup_steps=2, epoch_steps=3, lr_decay=0.5)
+    assert [epoch(s) for s in range(7)] == pytest.approx([0.5, 1, 1, 0.5, 0.5, 0.5, 0.25])
+    cosine = _lr_lambda("cosine", 10, warmup_steps=0, epoch_steps=3, lr_decay=0.5)
+    assert [cosine(0), cosine(5)] == pytest.approx([1.0, 0.5])
+    with pytest.raises(ValueError, match="valid: cosine, epoch"):
+        _lr_lambda("step", 10, 0, 1, 1.0)
+
+
+def test_same_seed_same_curve_and_resume_matches_uninterrupted(data, tmp_path, monkeypatch):
+    train, _ = data
+
+    def fresh():
+        torch.manual_seed(0)
+        return bench.cell.build_model(_cfg(tmp_path))
+
+    a, b = fresh(), fresh()
+    ra = _train(a, train, loss="mixste", steps=6)
+    rb = _train(b, train, loss="mixste", steps=6)
+    assert ra["train_losses_mm"] == rb["train_losses_mm"] and len(ra["train_losses_mm"]) == 6
+    assert _train(fresh(), train, loss="mixste", steps=6, seed=1)["train_losses_mm"] != ra["train_losses_mm"]
+
+    ck = tmp_path / "run.pt"
+    calls = {"n": 0}
+    real_fetch = bench.train.fetch_windows
+
+    def dying_fetch(*args):
+        calls["n"] += 1
+        if calls["n"] == 4:                                          # killed during step 4 (after the step-2 save)
+            raise KeyboardInterrupt
+        return real_fetch(*args)
+
+    c = fresh()
+    monkeypatch.setattr(bench.train, "fetch_windows", dying_fetch)
+    with pytest.raises(KeyboardInterrupt):
+        _train(c, train, loss="mixste", steps=6, checkpoint=ck, checkpoint_every=2)
+    monkeypatch.setattr(bench.train, "fetch_windows", real_fetch)
+    assert torch.load(ck, weights_only=False)["step"] == 2
+    rc = _train(fresh(), train, loss="mixste", steps=6, checkpoint=ck, checkpoint_every=2)
+    assert rc["train_losses_mm"] == ra["train_losses_mm"]
+    final = bench.cell.build_model(_cfg(tmp_path))
+    final.load_state_dict(torch.load(ck, weights_only=False)["model"])
+    for (name, p), q in zip(a.state_dict().items(), final.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_minutes_budget_stops_early(data, tmp_path):
+    model = bench.cell.build_model(_cfg(tmp_path))
+    out = _train(model, data[0], steps=50, minutes=1e-9)
+    assert out["train_steps"] == 1 and out["train_stop"] == "minutes"
+
+
+def test_flip_pass_reuses_the_plain_pass_indices(tmp_path):
+    torch.manual_seed(0)
+    model = bench.cell.build_model(_cfg(tmp_path, pruner="motion")).eval()
+    x = torch.randn(3, model.num_frames, 17, 2)
+    calls = []
+    real = model.forward_with_index
+
+    def spy(inp, indices=None, kept_only=False):
+        out = real(inp, indices=indices, kept_only=kept_only)
+        calls.append((indices, out[1]))
+        return out
+
+    model.forward_with_index = spy
+    got = _predict(model, x.numpy(), batch_size=8, flip=True)
+    (none, kept), (replayed, kept_f) = calls
+    assert none is None and replayed is kept and torch.equal(kept_f[0], kept[0])
+    with torch.no_grad():
+        plain = real(x)[0]
+        mirrored = real(flip_poses(x), indices=kept)[0]
+    assert np.allclose(got, (0.5 * (plain + flip_poses(mirrored))).numpy(), atol=1e-6)
+    assert not np.allclose(got, plain.numpy(), atol=1e-4)                  # the flip pass changed the result
+
+
+def test_load_baseline_tolerates_only_the_pruned_models_extras(tmp_path):
+    base = bench.cell.build_model(_cfg(tmp_path)).state_dict()
+    pruned = bench.cell.build_model(_cfg(tmp_path, pruner="cluster", recoverer="attention"))
+    bench.cell.load_baseline(pruned, base)
+    assert all(torch.equal(pruned.state_dict()[k], v) for k, v in base.items())
+    with pytest.raises(ValueError, match="unexpected"):
+        bench.cell.load_baseline(pruned, {**base, "extra.weight": torch.zeros(1)})
+    first = next(iter(base))
+    with pytest.raises(ValueError, match="missing"):
+        bench.cell.load_baseline(pruned, {k: v for k, v in base.items() if k != first})
+
+
+def test_mode_validation():
+    with pytest.raises(ValueError, match="mode=zeroshot needs parameter-free") as e:
+        _cfg(pruner="cluster", recoverer="attention", mode="zeroshot")
+    assert len(str(e.value).splitlines()) == 1
+    assert _cfg(pruner="none", mode="finetune").mode == "scratch"           # the baseline is canonical
+    assert _cfg(pruner="uniform", mode="zeroshot").mode == "zeroshot"
+    with pytest.raises(ValueError, match="valid: scratch, finetune, zeroshot"):
+        _cfg(mode="pretrained")
+    with pytest.raises(ValueError, match="valid: mpjpe, mixste"):
+        Config(backbone=BackboneCfg("mixste"), preset=PresetCfg("tiny"), train=TrainCfg(loss="l1"))
+    ids = {m: json.dumps(_cfg(pruner="uniform", mode=m).cell_identity(), sort_keys=True) for m in ("finetune", "zeroshot")}
+    assert ids["finetune"] != ids["zeroshot"]
+
+
+def test_finetune_and_zeroshot_share_one_cached_baseline(tmp_path, monkeypatch):
+    trained = []
+    real = bench.cell._train
+    monkeypatch.setattr(bench.cell, "_train", lambda cfg, *a: trained.append(cfg.pruner.name) or real(cfg, *a))
+    fine = bench.cell.run_cell(_cfg(tmp_path, pruner="uniform", mode="finetune"))
+    zero = bench.cell.run_cell(_cfg(tmp_path, pruner="uniform", mode="zeroshot"))
+    base = bench.cell.run_cell(_cfg(tmp_path))
+    assert trained == ["none", "uniform"]                                   # the baseline was trained once
+    assert [r["status"] for r in (fine, zero, base)] == ["ok"] * 3
+    assert fine["baseline_key"] == zero["baseline_key"] == base["baseline_key"]
+    assert len(list((tmp_path / "checkpoints").glob("*.pt"))) == 1         # resume files cleaned up
+    assert zero["train_steps"] == 0 and fine["train_steps"] == 4 and base["train_steps"] == 4
+    assert zero["mode"] == "zeroshot" and fine["key"] != zero["key"]
+    for r in (fine, zero, base):
+        assert r["mpjpe_mm"] > 0 and r["p_mpjpe_mm"] > 0 and r["mpjve_mm"] > 0
+    assert zero["mpjpe_mm"] != fine["mpjpe_mm"]
