@@ -303,10 +303,12 @@ def test_h36m_cameras_unknown_subject():
 
 def test_realmocap_default_split_is_by_whole_sequence():
     train, test = load_split("realmocap")
-    assert {s.action for s in train} == {"climb_0", "climb_1", "climb_2"}
-    assert {s.action for s in test} == {"climb_3", "climb_4"}
-    assert len(train) == 12 and len(test) == 8                        # 4 cameras each
-    assert {(s.subject, s.action) for s in test} == {("climbA", "climb_3"), ("climbB", "climb_4")}
+    assert {s.action for s in train} == {"climb_0", "climb_1", "climb_2", "backflip", "cartwheel", "crawl", "dance_a",
+                                         "dance_b", "getup_facedown", "getup_faceup", "roll", "spin", "spinkick"}
+    assert len(train) == 52 and len(test) == 28                       # 4 cameras each
+    assert {(s.subject, s.action) for s in test} == {("climbA", "climb_3"), ("climbB", "climb_4"), *(
+        ("deepmimic", a) for a in ("walk", "run", "kick", "punch", "jump"))}
+    assert {s.subject for s in train} == {"climbA", "deepmimic"}     # both sources on both sides
 
 
 def test_split_is_a_parameter_and_is_checked():

@@ -32,7 +32,11 @@ PATH_KEYS = ("3d", "2d", "cameras")
 # Split by whole sequences, never by frame: neighbouring frames are nearly identical, so a
 # frame-level split would leak the test set into training.
 DEFAULT_SPLITS: Dict[str, Dict] = {
-    "realmocap": {"by": "action", "train": ("climb_0", "climb_1", "climb_2"), "test": ("climb_3", "climb_4")},
+    # whole clips held out: 2 climbing sequences and 5 DeepMimic clips (walk, run, kick, punch, jump)
+    "realmocap": {"by": "action",
+                  "train": ("climb_0", "climb_1", "climb_2", "backflip", "cartwheel", "crawl", "dance_a", "dance_b",
+                            "getup_facedown", "getup_faceup", "roll", "spin", "spinkick"),
+                  "test": ("climb_3", "climb_4", "walk", "run", "kick", "punch", "jump")},
     "synthetic": {"by": "action", "train": ("synthetic_0", "synthetic_1", "synthetic_2", "synthetic_3"),
                   "test": ("synthetic_4", "synthetic_5")},
 }
@@ -104,8 +108,8 @@ def _paths_from_mapping(paths: Optional[Mapping]) -> List:
 
 
 def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
-                 files_dir: Optional[Union[str, Path]] = None, paths: Optional[Mapping] = None
-                 ) -> List[Sequence]:
+                 files_dir: Optional[Union[str, Path]] = None, paths: Optional[Mapping] = None,
+                 noise_px: float = 0.0) -> List[Sequence]:
     """Load a dataset as a list of `Sequence` (one per subject, action and camera).
 
     Args:
@@ -114,16 +118,19 @@ def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
         cameras: camera indices to keep; default all.
         files_dir: where the 'realmocap' files live (default: the committed bench/data/files).
         paths: for 'h36m', {'3d': path, '2d': path[, 'cameras': json]}.
+        noise_px: for 'realmocap', std of Gaussian detector-like 2D jitter in pixels (0 = off).
     """
     if name_or_paths == "h36m":
         return sequences_from_motion(load_h36m_motion(*_paths_from_mapping(paths)), cameras)
+    if noise_px and name_or_paths != "realmocap":
+        raise ValueError(f"noise_px is only for dataset 'realmocap', not {name_or_paths!r}; drop it")
     if paths is not None:
         raise ValueError(f"paths= is only for dataset 'h36m', not {name_or_paths!r}; drop it or set name: h36m")
     if isinstance(name_or_paths, str) and name_or_paths in DATASETS:
         if name_or_paths == "realmocap":
             # lazy: importing it with the package would make `python -m bench.data.realmocap` warn
             from .realmocap import load_realmocap_motion
-            motion = load_realmocap_motion(files_dir)
+            motion = load_realmocap_motion(files_dir, noise_px=noise_px)
         else:
             from .synthetic import synthetic_motion  # lazy: synthetic builds on this module
             motion = synthetic_motion()
