@@ -5,7 +5,7 @@ import pytest
 from bench.data import load_dataset, load_split, sequences_from_motion, split_sequences
 from bench.data.camera import (camera_to_world, look_at_camera, matrix_to_quat, normalize_screen, project_to_2d,
                                project_world, quat_to_matrix, ring_cameras, world_to_camera)
-from bench.data.h36m import h36m_cameras, write_positions_2d, write_positions_3d
+from bench.data.h36m import H36M_ACTIONS, action_class, h36m_cameras, write_positions_2d, write_positions_3d
 from bench.data.skeleton import (H36M_32_TO_17, H36M_EXTRINSICS, H36M_INTRINSICS, JOINT_NAMES, LEFT, PARENTS,
                                  RIGHT)
 from bench.data.synthetic import synthetic_motion
@@ -178,8 +178,16 @@ def test_bad_arrays_raise_one_line_naming_the_action(kind, needle):
 
 
 def test_unknown_name_and_bad_paths():
-    with pytest.raises(ValueError, match=r"unknown dataset 'h36m'.*realmocap"):
+    with pytest.raises(ValueError, match=r"unknown dataset 'h36mm'.*realmocap"):
+        load_dataset("h36mm")
+    with pytest.raises(ValueError, match=r"dataset 'h36m' needs paths="):
         load_dataset("h36m")
+    with pytest.raises(ValueError, match=r"paths has no \['2d'\]"):
+        load_dataset("h36m", paths={"3d": "a.npz"})
+    with pytest.raises(ValueError, match=r"unknown paths keys \['3D'\]"):
+        load_dataset("h36m", paths={"3D": "a.npz", "2d": "b.npz"})
+    with pytest.raises(ValueError, match="only for dataset 'h36m'"):
+        load_dataset("realmocap", paths={"3d": "a.npz", "2d": "b.npz"})
     with pytest.raises(ValueError, match="expected \\(path_3d, path_2d"):
         load_dataset(["only_one.npz"])
 
@@ -187,8 +195,10 @@ def test_unknown_name_and_bad_paths():
 def test_missing_file_names_the_path_and_the_fix(tmp_path):
     with pytest.raises(ValueError, match="realmocap_3d.npz not found.*bench.data.realmocap prepare"):
         load_dataset("realmocap", files_dir=tmp_path)
-    with pytest.raises(ValueError, match="nope_3d.npz not found"):
+    with pytest.raises(ValueError, match="nope_3d.npz not found.*VideoPose3D/blob/main/DATASETS.md"):
         load_dataset((tmp_path / "nope_3d.npz", tmp_path / "nope_2d.npz"))
+    with pytest.raises(ValueError, match=r"^data file \S*data_3d_h36m.npz not found; get it by following [^\n]*$"):
+        load_dataset("h36m", paths={"3d": tmp_path / "data_3d_h36m.npz", "2d": tmp_path / "data_2d_h36m_gt.npz"})
 
 
 def _write_fake_h36m(tmp_path):
@@ -220,6 +230,69 @@ def test_h36m_format_files_load_with_32_to_17_and_truncation(tmp_path):
     assert {s.subject for s in train} == {"S1"} and {s.subject for s in test} == {"S9"}
 
 
+def _official_files(tmp_path, T3=5, extra_2d=2):
+    """Files built exactly as VideoPose3D's prepare_data_h36m.py writes them (np.savez, uncompressed)."""
+    world = np.zeros((T3, 32, 3), dtype=np.float32)
+    world[:, :, 2] = 1.0                                  # every joint 1 m above the floor ...
+    world[:, 1] = [0.0, 0.0, 1.0 + 0.1]                   # ... except the right hip, 10 cm higher
+    world[:, :, 0] = np.arange(T3)[:, None] * 0.01        # the whole body drifts along x
+    px = np.arange((T3 + extra_2d) * 17 * 2, dtype=np.float32).reshape(T3 + extra_2d, 17, 2)
+    np.savez(tmp_path / "data_3d_h36m.npz", positions_3d={"S1": {"Walking 1": world}, "S9": {"WalkDog": world},
+                                                          "S11": {"Directions": world}})
+    np.savez(tmp_path / "data_2d_h36m_cpn_ft_h36m_dbb.npz",
+             positions_2d={s: {a: [px, px, px, px]} for s, a in (("S1", "Walking 1"), ("S9", "WalkDog"),
+                                                                 ("S11", "Directions"))},
+             metadata={"layout_name": "h36m", "num_joints": 17, "keypoints_symmetry": [[4, 5, 6, 11, 12, 13],
+                                                                                       [1, 2, 3, 14, 15, 16]]})
+    return {"3d": tmp_path / "data_3d_h36m.npz", "2d": tmp_path / "data_2d_h36m_cpn_ft_h36m_dbb.npz"}
+
+
+def test_official_format_camera_transform_by_hand(tmp_path):
+    paths = _official_files(tmp_path)
+    seqs = load_dataset("h36m", paths=paths)
+    assert len(seqs) == 12 and {s.pos2d.shape for s in seqs} == {(5, 17, 2)}       # CPN 2D truncated 7 -> 5
+    s = next(s for s in seqs if s.subject == "S1" and s.camera == 0)
+    # S1 camera 54138969: q = (w, x, y, z), t in mm. R = rotation matrix of q (camera -> world);
+    # camera coords of the 10 cm vertical root->hip offset are R^T @ (0, 0, 0.1) = 0.1 * third row of R.
+    w, x, y, z = 0.1407056450843811, -0.1500701755285263, -0.755240797996521, 0.6223280429840088
+    n = np.sqrt(w * w + x * x + y * y + z * z)
+    w, x, y, z = w / n, x / n, y / n, z / n
+    third_row = np.array([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])
+    np.testing.assert_allclose(s.pos3d[:, 1], np.tile(0.1 * third_row, (5, 1)), atol=1e-6)
+    np.testing.assert_allclose(s.pos3d[:, 0], 0.0)                                  # root-relative
+    np.testing.assert_allclose(s.pos3d[:, 2:], 0.0, atol=1e-6)                      # other joints sit on the root
+    # 2D: X / w * 2 - [1, h / w] with camera 0's 1000 x 1002 image
+    np.testing.assert_allclose(s.pos2d[0, 0], [0 / 1000 * 2 - 1, 1 / 1000 * 2 - 1.002], atol=1e-6)
+    np.testing.assert_allclose(s.pos2d[4, 16], [(4 * 34 + 32) / 500 - 1, (4 * 34 + 33) / 500 - 1.002], atol=1e-6)
+    s2 = next(s for s in seqs if s.subject == "S1" and s.camera == 1)               # 1000 x 1000 camera
+    np.testing.assert_allclose(s2.pos2d[0, 0, 1], 1 / 500 - 1.0, atol=1e-6)
+    train, test = load_split("h36m", paths=paths)
+    assert {s.subject for s in train} == {"S1"} and {s.subject for s in test} == {"S9", "S11"}
+    assert sorted({action_class(s.action) for s in test}) == ["Directions", "WalkDog"]
+
+
+def test_official_format_2d_shorter_than_3d_is_rejected(tmp_path):
+    paths = _official_files(tmp_path, extra_2d=-1)
+    with pytest.raises(ValueError, match=r"subject 'S1' action 'Walking 1' camera 0: .*T2 >= 5"):
+        load_dataset("h36m", paths=paths)
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("Walking 1", "Walking"), ("Walking", "Walking"), ("WalkDog 1", "WalkDog"), ("WalkingDog", "WalkDog"),
+    ("WalkTogether 2", "WalkTogether"), ("TakingPhoto 1", "Photo"), ("Photo", "Photo"),
+    ("SittingDown 2", "SittingDown"), ("Sitting 1", "Sitting"), ("climb_3", "climb_3"),
+])
+def test_action_class(name, cls):
+    assert action_class(name) == cls
+
+
+def test_action_classes_cover_the_15_protocol_actions():
+    names = [f"{a} {i}" for a in H36M_ACTIONS for i in (1, 2)] + ["TakingPhoto", "WalkingDog"]
+    assert sorted({action_class(n) for n in names}) == sorted(H36M_ACTIONS) and len(H36M_ACTIONS) == 15
+    with pytest.raises(ValueError, match="not a non-empty string"):
+        action_class("")
+
+
 def test_h36m_cameras_unknown_subject():
     with pytest.raises(ValueError, match="no Human3.6M camera calibration for subject 'S2'"):
         h36m_cameras("S2")
@@ -230,10 +303,12 @@ def test_h36m_cameras_unknown_subject():
 
 def test_realmocap_default_split_is_by_whole_sequence():
     train, test = load_split("realmocap")
-    assert {s.action for s in train} == {"climb_0", "climb_1", "climb_2"}
-    assert {s.action for s in test} == {"climb_3", "climb_4"}
-    assert len(train) == 12 and len(test) == 8                        # 4 cameras each
-    assert {(s.subject, s.action) for s in test} == {("climbA", "climb_3"), ("climbB", "climb_4")}
+    assert {s.action for s in train} == {"climb_0", "climb_1", "climb_2", "backflip", "cartwheel", "crawl", "dance_a",
+                                         "dance_b", "getup_facedown", "getup_faceup", "roll", "spin", "spinkick"}
+    assert len(train) == 52 and len(test) == 28                       # 4 cameras each
+    assert {(s.subject, s.action) for s in test} == {("climbA", "climb_3"), ("climbB", "climb_4"), *(
+        ("deepmimic", a) for a in ("walk", "run", "kick", "punch", "jump"))}
+    assert {s.subject for s in train} == {"climbA", "deepmimic"}     # both sources on both sides
 
 
 def test_split_is_a_parameter_and_is_checked():

@@ -3,9 +3,10 @@
 Preprocessing is the one used by VideoPose3D and its successors (reference E): world 3D ->
 camera frame -> root-relative with joint 0 set to 0; pixel 2D -> `X / w * 2 - [1, h / w]`.
 
-Names: 'realmocap' (the committed files in bench/data/files, real climbing mocap seen by 4
-virtual Human3.6M cameras) and 'synthetic' (generated, tests only). Anything else is a pair
-(path_3d, path_2d) or triple (path_3d, path_2d, cameras_json) of VideoPose3D-format files.
+Names: 'realmocap' (the committed files in bench/data/files, real climbing and DeepMimic mocap
+seen by 4 virtual Human3.6M cameras), 'synthetic' (generated, tests only) and 'h36m' (the user's
+VideoPose3D Human3.6M files, given as `paths={'3d': ..., '2d': ...}`). Instead of a name one may
+pass a pair (path_3d, path_2d) or triple (path_3d, path_2d, cameras_json) of VideoPose3D files.
 """
 from __future__ import annotations
 
@@ -20,16 +21,22 @@ from .skeleton import NUM_JOINTS
 from .structures import MotionSet, Sequence
 
 __all__ = [
-    "DATASETS", "DEFAULT_SPLITS", "H36M_SPLIT", "sequences_from_motion", "load_dataset",
+    "DATASETS", "PATH_KEYS", "DEFAULT_SPLITS", "H36M_SPLIT", "sequences_from_motion", "load_dataset",
     "split_sequences", "load_split",
 ]
 
-DATASETS = ("realmocap", "synthetic")
+DATASETS = ("realmocap", "synthetic", "h36m")
+# keys of the `paths` mapping that name Human3.6M files (what a data config's `paths:` holds)
+PATH_KEYS = ("3d", "2d", "cameras")
 
 # Split by whole sequences, never by frame: neighbouring frames are nearly identical, so a
 # frame-level split would leak the test set into training.
 DEFAULT_SPLITS: Dict[str, Dict] = {
-    "realmocap": {"by": "action", "train": ("climb_0", "climb_1", "climb_2"), "test": ("climb_3", "climb_4")},
+    # whole clips held out: 2 climbing sequences and 5 DeepMimic clips (walk, run, kick, punch, jump)
+    "realmocap": {"by": "action",
+                  "train": ("climb_0", "climb_1", "climb_2", "backflip", "cartwheel", "crawl", "dance_a", "dance_b",
+                            "getup_facedown", "getup_faceup", "roll", "spin", "spinkick"),
+                  "test": ("climb_3", "climb_4", "walk", "run", "kick", "punch", "jump")},
     "synthetic": {"by": "action", "train": ("synthetic_0", "synthetic_1", "synthetic_2", "synthetic_3"),
                   "test": ("synthetic_4", "synthetic_5")},
 }
@@ -86,8 +93,23 @@ def sequences_from_motion(motion: MotionSet, cameras: Optional[Seq[int]] = None)
     return out
 
 
+def _paths_from_mapping(paths: Optional[Mapping]) -> List:
+    """[path_3d, path_2d(, cameras)] from a data config's `paths: {3d: ..., 2d: ..., cameras: ...}`."""
+    if not paths or not isinstance(paths, Mapping):
+        raise ValueError("dataset 'h36m' needs paths={'3d': 'data_3d_h36m.npz', '2d': 'data_2d_h36m_gt.npz'} "
+                         "(or data_2d_h36m_cpn_ft_h36m_dbb.npz); set `paths:` in the data config")
+    unknown = sorted(set(paths) - set(PATH_KEYS))
+    if unknown:
+        raise ValueError(f"unknown paths keys {unknown}; use {list(PATH_KEYS)}")
+    missing = [k for k in ("3d", "2d") if not paths.get(k)]
+    if missing:
+        raise ValueError(f"paths has no {missing}; give both '3d' and '2d' VideoPose3D files")
+    return [paths["3d"], paths["2d"]] + ([paths["cameras"]] if paths.get("cameras") else [])
+
+
 def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
-                 files_dir: Optional[Union[str, Path]] = None) -> List[Sequence]:
+                 files_dir: Optional[Union[str, Path]] = None, paths: Optional[Mapping] = None,
+                 noise_px: float = 0.0) -> List[Sequence]:
     """Load a dataset as a list of `Sequence` (one per subject, action and camera).
 
     Args:
@@ -95,12 +117,20 @@ def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
             VideoPose3D-format files (Human3.6M: data_3d_h36m.npz, data_2d_h36m_gt.npz).
         cameras: camera indices to keep; default all.
         files_dir: where the 'realmocap' files live (default: the committed bench/data/files).
+        paths: for 'h36m', {'3d': path, '2d': path[, 'cameras': json]}.
+        noise_px: for 'realmocap', std of Gaussian detector-like 2D jitter in pixels (0 = off).
     """
+    if name_or_paths == "h36m":
+        return sequences_from_motion(load_h36m_motion(*_paths_from_mapping(paths)), cameras)
+    if noise_px and name_or_paths != "realmocap":
+        raise ValueError(f"noise_px is only for dataset 'realmocap', not {name_or_paths!r}; drop it")
+    if paths is not None:
+        raise ValueError(f"paths= is only for dataset 'h36m', not {name_or_paths!r}; drop it or set name: h36m")
     if isinstance(name_or_paths, str) and name_or_paths in DATASETS:
         if name_or_paths == "realmocap":
             # lazy: importing it with the package would make `python -m bench.data.realmocap` warn
             from .realmocap import load_realmocap_motion
-            motion = load_realmocap_motion(files_dir)
+            motion = load_realmocap_motion(files_dir, noise_px=noise_px)
         else:
             from .synthetic import synthetic_motion  # lazy: synthetic builds on this module
             motion = synthetic_motion()

@@ -7,7 +7,11 @@
   stores its virtual cameras in a JSON file {"cameras": subject -> action -> [camera dict]}.
 
 The npz files hold pickled dicts (that is the format), so only load files you trust.
-This module is the small first cut for real Human3.6M files: 32 -> 17 joints and 2D truncation.
+Human3.6M files (`data_3d_h36m.npz`, `data_2d_h36m_gt.npz`, `data_2d_h36m_cpn_ft_h36m_dbb.npz`) are
+not redistributable; build them as VideoPose3D's DATASETS.md describes (H36M_HOW_TO_GET). Loading
+reduces 32 -> 17 joints; `dataset.sequences_from_motion` then truncates 2D to the 3D length,
+moves 3D into each camera frame and normalises 2D. `action_class` maps file action names
+('Walking 1', 'WalkDog', 'TakingPhoto') to the 15 protocol actions for per-action means.
 """
 from __future__ import annotations
 
@@ -24,9 +28,36 @@ from .structures import MotionSet
 __all__ = [
     "read_positions_3d", "read_positions_2d", "write_positions_3d", "write_positions_2d",
     "read_cameras_json", "write_cameras_json", "h36m_cameras", "load_h36m_motion", "H36M_2D_METADATA",
+    "H36M_ACTIONS", "H36M_HOW_TO_GET", "action_class",
 ]
 
 H36M_2D_METADATA = {"layout_name": "h36m", "num_joints": NUM_JOINTS, "keypoints_symmetry": KEYPOINTS_SYMMETRY}
+
+
+H36M_HOW_TO_GET = ("get it by following https://github.com/facebookresearch/VideoPose3D/blob/main/DATASETS.md "
+                   "(Human3.6M licence required), then pass its path")
+
+# The 15 Human3.6M actions of the protocol; per-action means average over these.
+H36M_ACTIONS: Tuple[str, ...] = (
+    "Directions", "Discussion", "Eating", "Greeting", "Phoning", "Photo", "Posing", "Purchases",
+    "Sitting", "SittingDown", "Smoking", "Waiting", "WalkDog", "Walking", "WalkTogether",
+)
+# Spellings of the original Human3.6M release that VideoPose3D's conversion renames.
+_ACTION_ALIASES = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}
+
+
+def action_class(name: str) -> str:
+    """The action class of a file action name, as VideoPose3D groups them for per-action means.
+
+    The class is the name up to the first space ('Walking 1' -> 'Walking', 'Directions' ->
+    'Directions'), with the original release's 'TakingPhoto' and 'WalkingDog' renamed to 'Photo'
+    and 'WalkDog'. 'WalkTogether' and 'SittingDown' stay their own classes. Names of other
+    datasets (no space, e.g. 'climb_3') are their own class.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"action name {name!r} is not a non-empty string; pass the action key from the data file")
+    head = name.strip().split(" ")[0]
+    return _ACTION_ALIASES.get(head, head)
 
 
 def _require_file(path, how_to_create: str) -> Path:
@@ -98,8 +129,8 @@ def load_h36m_motion(path_3d, path_2d, cameras_json=None, fps: float = H36M_FPS)
     left to the validation in `sequences_from_motion`. Without `cameras_json` the published
     Human3.6M calibration of each subject is used. 2D is truncated to the 3D length later.
     """
-    positions_3d = read_positions_3d(path_3d)
-    positions_2d, metadata = read_positions_2d(path_2d)
+    positions_3d = read_positions_3d(path_3d, H36M_HOW_TO_GET)
+    positions_2d, metadata = read_positions_2d(path_2d, H36M_HOW_TO_GET)
     reduced = {}
     for subject, actions in positions_3d.items():
         reduced[subject] = {}

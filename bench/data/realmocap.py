@@ -1,4 +1,4 @@
-"""The embedded real-motion dataset 'realmocap': climbing mocap seen by 4 virtual H36M cameras.
+"""The embedded real-motion dataset 'realmocap': climbing and DeepMimic mocap seen by 4 virtual H36M cameras.
 
 Source: the 5 climbing sequences shipped in the PyPI wheel `holosoma-retargeting==0.1.0`
 (Apache-2.0, Amazon FAR), `holosoma_retargeting/demo_data/climb/*/*.npy`: float32 (T, 53, 3)
@@ -14,8 +14,13 @@ bench/data/files from the wheel, reproducibly:
    the mocap skeleton has no head-end joint;
 4. resample from SOURCE_FPS (assumed 120 Hz, undocumented upstream) to 50 Hz (the Human3.6M rate)
    by linear interpolation in time;
-5. film each sequence with 4 virtual cameras (H36M intrinsics, studio layout re-centred on the
+5. add the 15 DeepMimic humanoid clips of `pybullet==3.2.7` (subject 'deepmimic', one action per
+   clip; forward kinematics, joint approximations and resampling in `deepmimic.py`);
+6. film each sequence with 4 virtual cameras (H36M intrinsics, studio layout re-centred on the
    sequence's mean root) and write VideoPose3D-format npz files plus a cameras JSON.
+
+The files hold noise-free 2D projections; `load_realmocap_motion(noise_px=...)` adds Gaussian
+detector-like jitter on load (off by default).
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from . import deepmimic
 from .camera import STUDIO_AZIMUTHS_DEG, STUDIO_DISTANCE_M, STUDIO_HEIGHT_M, project_world, ring_cameras
 from .h36m import (H36M_2D_METADATA, read_cameras_json, read_positions_2d, read_positions_3d,
                    write_cameras_json, write_positions_2d, write_positions_3d)
@@ -39,7 +45,7 @@ from .structures import MotionSet
 __all__ = [
     "PACKAGE", "WHEEL_FILENAME", "WHEEL_SHA256", "SOURCE_FPS", "TARGET_FPS", "HEAD_TOP_FACTOR",
     "MOCAP_TO_H36M", "FILES_DIR", "mocap_to_h36m", "resample_linear", "place_cameras", "prepare",
-    "load_realmocap_motion", "main",
+    "load_realmocap_motion", "add_detector_noise", "main",
 ]
 
 PACKAGE = "holosoma-retargeting==0.1.0"
@@ -102,20 +108,32 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fetch_wheel(cache_dir: Path) -> Path:
-    """The pinned wheel in cache_dir (downloaded with pip if absent), sha256-checked."""
-    wheel = cache_dir / WHEEL_FILENAME
+def _fetch_wheel(cache_dir: Path, package: str, filename: str, sha256: str, pip_args=()) -> Path:
+    """The pinned wheel `filename` in cache_dir (downloaded with pip if absent), sha256-checked."""
+    wheel = cache_dir / filename
     if not wheel.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", PACKAGE, "-d", str(cache_dir)]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", *pip_args, package,
+               "-d", str(cache_dir)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 or not wheel.is_file():
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"`{' '.join(cmd)}` failed ({last}); check network access to PyPI")
     digest = _sha256(wheel)
-    if digest != WHEEL_SHA256:
-        raise RuntimeError(f"{wheel} has sha256 {digest}, expected {WHEEL_SHA256}; delete it and rerun prepare")
+    if digest != sha256:
+        raise RuntimeError(f"{wheel} has sha256 {digest}, expected {sha256}; delete it and rerun prepare")
     return wheel
+
+
+def _read_deepmimic_clips(wheel: Path) -> Dict[str, Tuple[str, str]]:
+    """clip name -> (member name, JSON text), reading only the humanoid3d motion files."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        missing = [c for c in deepmimic.CLIPS if deepmimic.MOTION_MEMBER.format(c) not in names]
+        if missing:
+            raise RuntimeError(f"{wheel.name} lacks the DeepMimic clips {missing}; is it {deepmimic.WHEEL_FILENAME}?")
+        return {c: (deepmimic.MOTION_MEMBER.format(c), zf.read(deepmimic.MOTION_MEMBER.format(c)).decode())
+                for c in deepmimic.CLIPS}
 
 
 def _read_climb_arrays(wheel: Path) -> Dict[int, Tuple[str, np.ndarray]]:
@@ -201,6 +219,20 @@ def _sources_text(summary: Dict) -> str:
         "- 2D = projection through 4 virtual cameras with the Human3.6M intrinsics (incl. distortion),",
         "  placed around each sequence's mean root (realmocap_cameras.json).",
         "",
+        f"Source 2: PyPI package {deepmimic.PACKAGE}, licence zlib (per the wheel metadata; LICENSE.txt in",
+        "the wheel: Bullet Physics Library, zlib licence: use, alteration and redistribution allowed provided",
+        "the origin is not misrepresented and altered versions are plainly marked as such).",
+        "The clips are DeepMimic reference motions (Peng et al. 2018, https://github.com/xbpeng/DeepMimic, MIT).",
+        f"Wheel: {deepmimic.WHEEL_FILENAME}, sha256 {deepmimic.WHEEL_SHA256}",
+        "Files used: pybullet_data/data/motions/humanoid3d_*.txt (15 clips; per-frame durations, root position,",
+        "joint quaternions). pybullet itself is not imported.",
+        "",
+        "Changes made to the DeepMimic clips (bench/data/deepmimic.py): resampled from the per-frame durations",
+        "(source 16-60 Hz) to 50 Hz (nlerp of joint rotations); forward kinematics with the humanoid.urdf",
+        "offsets x 0.25; 17 Human3.6M joints with spine = chest joint, thorax = neck joint, and neck/nose and",
+        "head top APPROXIMATED as fixed points in the neck frame; Y up -> Z up; same virtual cameras as above.",
+        "Altered versions: these are altered versions of the original motion files.",
+        "",
         "Sequences (subject / action / source file / frames at 50 Hz):",
     ]
     for row in summary["sequences"]:
@@ -211,14 +243,26 @@ def _sources_text(summary: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _film(world: np.ndarray, subject: str, action: str, out: Tuple[Dict, Dict, Dict]) -> float:
+    """Place cameras around one (T, 17, 3) sequence, store 3D, pixels and cameras; the camera distance."""
+    cam_list, pix, distance = place_cameras(world)
+    p3d, p2d, cams = out
+    p3d.setdefault(subject, {})[action] = world.astype(np.float32)
+    p2d.setdefault(subject, {})[action] = [p.astype(np.float32) for p in pix]
+    cams.setdefault(subject, {})[action] = cam_list
+    return distance
+
+
 def prepare(out_dir=FILES_DIR, cache_dir=None) -> Dict:
-    """Download the pinned wheel, convert the climb mocap, write the dataset files to out_dir.
+    """Download the pinned wheels, convert climb and DeepMimic mocap, write the dataset files to out_dir.
 
     Returns a summary dict (per-sequence frame counts, camera distances, written file sizes).
     """
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "vptbench"
-    arrays = _read_climb_arrays(_fetch_wheel(cache_dir))
+    arrays = _read_climb_arrays(_fetch_wheel(cache_dir, PACKAGE, WHEEL_FILENAME, WHEEL_SHA256))
+    clips = _read_deepmimic_clips(_fetch_wheel(cache_dir, deepmimic.PACKAGE, deepmimic.WHEEL_FILENAME,
+                                               deepmimic.WHEEL_SHA256, deepmimic.PIP_ARGS))
     p3d: Dict[str, Dict] = {}
     p2d: Dict[str, Dict] = {}
     cams: Dict[str, Dict] = {}
@@ -227,29 +271,47 @@ def prepare(out_dir=FILES_DIR, cache_dir=None) -> Dict:
         member, raw = arrays[seq]
         subject, action = SUBJECTS[seq], f"climb_{seq}"
         world = resample_linear(mocap_to_h36m(raw), SOURCE_FPS, TARGET_FPS)
-        cam_list, pix, distance = place_cameras(world)
-        p3d.setdefault(subject, {})[action] = world.astype(np.float32)
-        p2d.setdefault(subject, {})[action] = [p.astype(np.float32) for p in pix]
-        cams.setdefault(subject, {})[action] = cam_list
+        distance = _film(world, subject, action, (p3d, p2d, cams))
         rows.append({"subject": subject, "action": action, "source": member.rsplit("/", 1)[-1],
                      "source_frames": len(raw), "frames": len(world), "camera_distance_m": distance})
+    for clip, (member, text) in clips.items():
+        world, n_src = deepmimic.clip_to_h36m(text, member, TARGET_FPS)
+        distance = _film(world, deepmimic.SUBJECT, clip, (p3d, p2d, cams))
+        rows.append({"subject": deepmimic.SUBJECT, "action": clip, "source": member.rsplit("/", 1)[-1],
+                     "source_frames": n_src, "frames": len(world), "camera_distance_m": distance})
     out_dir.mkdir(parents=True, exist_ok=True)
     write_positions_3d(out_dir / FILE_3D, p3d)
     write_positions_2d(out_dir / FILE_2D, p2d, H36M_2D_METADATA)
     write_cameras_json(out_dir / FILE_CAMERAS, cams,
-                       note=f"virtual cameras of the realmocap set (H36M intrinsics), from {PACKAGE}; "
+                       note=f"virtual cameras of the realmocap set (H36M intrinsics), from {PACKAGE} and "
+                            f"{deepmimic.PACKAGE}; "
                             "orientation = (w,x,y,z) camera->world, translation_m = camera centre, world metres Z-up")
-    summary = {"sequences": rows, "wheel_sha256": WHEEL_SHA256}
+    summary = {"sequences": rows, "wheel_sha256": WHEEL_SHA256, "deepmimic_wheel_sha256": deepmimic.WHEEL_SHA256}
     (out_dir / FILE_SOURCES).write_text(_sources_text(summary))
     summary["files"] = {f: (out_dir / f).stat().st_size for f in (FILE_3D, FILE_2D, FILE_CAMERAS, FILE_SOURCES)}
     return summary
 
 
-def load_realmocap_motion(files_dir=None) -> MotionSet:
-    """The committed realmocap files as a MotionSet (50 Hz)."""
+def add_detector_noise(positions_2d: Dict, noise_px: float, seed: int = 0) -> Dict:
+    """A copy of subject -> action -> [pixels] with i.i.d. Gaussian jitter of `noise_px` pixels (std).
+
+    A crude stand-in for a 2D detector's error (CPN on Human3.6M is off by several pixels); it has
+    no outliers or temporal correlation. The same seed gives the same noise.
+    """
+    if not np.isfinite(noise_px) or noise_px < 0:
+        raise ValueError(f"noise_px={noise_px} must be a finite number >= 0 (pixels of 2D jitter; 0 = off)")
+    rng = np.random.default_rng(seed)
+    return {s: {a: [(np.asarray(v) + rng.normal(0.0, noise_px, np.shape(v))).astype(np.float32) for v in views]
+                for a, views in sorted(acts.items())} for s, acts in sorted(positions_2d.items())}
+
+
+def load_realmocap_motion(files_dir=None, noise_px: float = 0.0, seed: int = 0) -> MotionSet:
+    """The committed realmocap files as a MotionSet (50 Hz); `noise_px` > 0 jitters the 2D (see add_detector_noise)."""
     d = Path(files_dir) if files_dir is not None else FILES_DIR
     positions_3d = read_positions_3d(d / FILE_3D, _HOW_TO_CREATE)
     positions_2d, metadata = read_positions_2d(d / FILE_2D, _HOW_TO_CREATE)
+    if noise_px:
+        positions_2d = add_detector_noise(positions_2d, noise_px, seed)
     cameras = read_cameras_json(d / FILE_CAMERAS, _HOW_TO_CREATE)
     return MotionSet(positions_3d, positions_2d, cameras, float(TARGET_FPS), metadata)
 
@@ -258,9 +320,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.data.realmocap",
                                      description="Rebuild the embedded realmocap dataset files.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare", help="download holosoma-retargeting 0.1.0 and convert its climb mocap")
+    p = sub.add_parser("prepare", help="download holosoma-retargeting 0.1.0 and pybullet 3.2.7, convert their mocap")
     p.add_argument("--out", default=str(FILES_DIR), help="output folder (default: bench/data/files)")
-    p.add_argument("--cache", default=None, help="where the wheel is downloaded (default: ~/.cache/vptbench)")
+    p.add_argument("--cache", default=None, help="where the wheels are downloaded (default: ~/.cache/vptbench)")
     args = parser.parse_args(argv)
     summary = prepare(args.out, args.cache)
     for row in summary["sequences"]:
