@@ -119,7 +119,8 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any]) -> None
         from .data import load_split
         from .train import evaluate_model
 
-        train_seqs, test_seqs = load_split(cfg.data.name)
+        train_seqs, test_seqs = load_split(cfg.data.name, paths=dict(cfg.data.paths) or None,
+                                       **({"noise_px": cfg.data.noise_px} if cfg.data.noise_px else {}))
         threads = torch.get_num_threads()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)

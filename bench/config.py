@@ -56,9 +56,11 @@ class PipelineCfg:
 
 @dataclass
 class DataCfg:
-    name: str = "realmocap"                                   # realmocap | synthetic
+    name: str = "realmocap"                                   # realmocap | synthetic | h36m
     label: str = ""                                           # how tables name the data
     train_stride: int = 9                                     # frames between training windows
+    paths: Dict[str, str] = field(default_factory=dict)       # h36m only: {3d: ..., 2d: ...[, cameras: ...]}
+    noise_px: float = 0.0                                     # realmocap only: detector-like 2D jitter (px std)
 
 
 @dataclass
@@ -139,6 +141,9 @@ class Config:
         if self.train.steps < 0 or self.train.batch_size < 1 or self.speed.batch_size < 1 or self.eval.batch_size < 1:
             raise ValueError("train.steps must be >= 0 and batch sizes >= 1")
         self._check_accuracy()
+        if "accuracy" in self.metrics:
+            from .data import check_data
+            check_data(self.data.name, dict(self.data.paths), self.data.noise_px)
 
     def _check_accuracy(self) -> None:
         t = self.train

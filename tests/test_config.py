@@ -1,4 +1,5 @@
 """Config validation and canonicalisation (before any compute)."""
+import re
 import pytest
 
 from bench.config import BackboneCfg, Config, PipelineCfg, PresetCfg, PrunerCfg, RecovererCfg
@@ -45,3 +46,20 @@ def test_seq2frame_drops_recoverer():
     c = make(pruner=PrunerCfg("cluster"), recoverer=RecovererCfg("attention"), pipeline=PipelineCfg("seq2frame"),
              schedule=[[7, 61]])
     assert c.recoverer.name == "none"
+
+
+@pytest.mark.parametrize("data, needle", [
+    (dict(name="h36m", paths={"3d": "/nonexistent/data_3d_h36m.npz", "2d": "/nonexistent/2d.npz"}),
+     "data file /nonexistent/data_3d_h36m.npz not found"),
+    (dict(name="h36m"), "dataset 'h36m' needs paths="),
+    (dict(name="h36m", paths={"3d": "a", "2d": "b", "poses": "c"}), "unknown paths keys ['poses']"),
+    (dict(name="realmocap", paths={"3d": "a", "2d": "b"}), "paths is only for dataset 'h36m'"),
+    (dict(name="realmocap", noise_px=-1.0), "noise_px must be >= 0"),
+    (dict(name="synthetic", noise_px=2.0), "only for dataset 'realmocap'"),
+])
+def test_data_config_checked_before_compute_when_accuracy_is_asked(data, needle):
+    from bench.config import DataCfg
+
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        make(data=DataCfg(**data), metrics=["accuracy"])
+    make(data=DataCfg(**data), metrics=["params", "flops"])  # FLOPs need no data files

@@ -11,7 +11,7 @@ h36m (VideoPose3D npz I/O, action classes), realmocap (the embedded dataset and 
 deepmimic (forward kinematics of the DeepMimic clips in realmocap),
 synthetic (generated motion), dataset (loading and splits), windows (clip indices).
 """
-from .dataset import (DATASETS, DEFAULT_SPLITS, H36M_SPLIT, load_dataset, load_split, sequences_from_motion,
+from .dataset import (DATASETS, DEFAULT_SPLITS, H36M_SPLIT, check_data, load_dataset, load_split, sequences_from_motion,
                       split_sequences)
 from .h36m import H36M_ACTIONS, action_class
 from .structures import MotionSet, Sequence
@@ -19,7 +19,7 @@ from .synthetic import make_synthetic_dataset
 from .windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
 
 __all__ = [
-    "DATASETS", "DEFAULT_SPLITS", "H36M_ACTIONS", "H36M_SPLIT", "MotionSet", "Sequence", "action_class",
+    "DATASETS", "DEFAULT_SPLITS", "H36M_ACTIONS", "H36M_SPLIT", "MotionSet", "Sequence", "action_class", "check_data",
     "fetch_windows", "load_dataset", "load_split", "make_synthetic_dataset", "seq2frame_eval_windows",
     "seq2seq_eval_clips", "sequences_from_motion", "split_sequences", "train_windows",
 ]

@@ -21,7 +21,7 @@ from .skeleton import NUM_JOINTS
 from .structures import MotionSet, Sequence
 
 __all__ = [
-    "DATASETS", "PATH_KEYS", "DEFAULT_SPLITS", "H36M_SPLIT", "sequences_from_motion", "load_dataset",
+    "DATASETS", "PATH_KEYS", "check_data", "DEFAULT_SPLITS", "H36M_SPLIT", "sequences_from_motion", "load_dataset",
     "split_sequences", "load_split",
 ]
 
@@ -105,6 +105,21 @@ def _paths_from_mapping(paths: Optional[Mapping]) -> List:
     if missing:
         raise ValueError(f"paths has no {missing}; give both '3d' and '2d' VideoPose3D files")
     return [paths["3d"], paths["2d"]] + ([paths["cameras"]] if paths.get("cameras") else [])
+
+
+def check_data(name: str, paths: Optional[Mapping] = None, noise_px: float = 0.0) -> None:
+    """Validate a data config without loading it (one-line ValueErrors, before any compute)."""
+    from .h36m import H36M_HOW_TO_GET, _require_file
+
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset '{name}'; choose one of {list(DATASETS)}")
+    if noise_px < 0 or (noise_px and name != "realmocap"):
+        raise ValueError(f"noise_px must be >= 0 and is only for dataset 'realmocap' (got {noise_px} for {name!r})")
+    if name == "h36m":
+        for path in _paths_from_mapping(paths):
+            _require_file(path, H36M_HOW_TO_GET)
+    elif paths:
+        raise ValueError(f"paths is only for dataset 'h36m', not {name!r}; drop it or set data=h36m")
 
 
 def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
