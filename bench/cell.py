@@ -151,7 +151,8 @@ def _train(cfg: Config, model, train_seqs, checkpoint: Path) -> Dict[str, Any]:
     from .train import train_model
 
     t = cfg.train
-    out = train_model(model, train_seqs, frames=model.num_frames, stride=cfg.data.train_stride, steps=t.steps,
+    steps = t.finetune_steps if cfg.mode == "finetune" and t.finetune_steps else t.steps
+    out = train_model(model, train_seqs, frames=model.num_frames, stride=cfg.data.train_stride, steps=steps,
                       batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
                       seed=cfg.seed, loss=t.loss, tc_weight=t.tc_weight, vel_weight=t.vel_weight,
                       lr_schedule=t.lr_schedule, epoch_steps=t.epoch_steps, lr_decay=t.lr_decay, minutes=t.minutes,

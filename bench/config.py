@@ -68,6 +68,7 @@ class TrainCfg:
     # defaults suit the tiny presets on a CPU: small batches and a warmed-up 2e-3 learn fastest per
     # CPU second there (measured; paper presets on a GPU want the reference recipes instead)
     steps: int = 640                  # optimiser steps (the budget every cell gets)
+    finetune_steps: int = 0           # steps of a mode=finetune cell after its baseline; 0 = `steps`
     batch_size: int = 4               # clips per step
     lr: float = 4e-3
     warmup_steps: int = 40
@@ -138,9 +139,13 @@ class Config:
         from .measure.speed import PRECISIONS
         if self.speed.precision not in PRECISIONS:
             raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.train.finetune_steps < 0:
+            raise ValueError("train.finetune_steps must be >= 0 (0 = the same as train.steps)")
         if self.train.steps < 0 or self.train.batch_size < 1 or self.speed.batch_size < 1 or self.eval.batch_size < 1:
             raise ValueError("train.steps must be >= 0 and batch sizes >= 1")
         self._check_accuracy()
+        if self.mode != "finetune":
+            self.train.finetune_steps = 0  # only finetune cells use it: keep other cells' identity canonical
         if "accuracy" in self.metrics:
             from .data import check_data
             check_data(self.data.name, dict(self.data.paths), self.data.noise_px)
@@ -182,6 +187,7 @@ class Config:
         d = self.cell_identity()
         for k in ("pruner", "recoverer", "schedule", "mode", "eval", "speed"):
             d.pop(k)
+        d["train"].pop("finetune_steps")
         return d
 
 

@@ -63,3 +63,18 @@ def test_data_config_checked_before_compute_when_accuracy_is_asked(data, needle)
     with pytest.raises(ValueError, match=re.escape(needle)):
         make(data=DataCfg(**data), metrics=["accuracy"])
     make(data=DataCfg(**data), metrics=["params", "flops"])  # FLOPs need no data files
+
+
+def test_finetune_steps_only_in_finetune_cells_and_not_in_the_baseline():
+    from bench.config import TrainCfg
+
+    ft = make(pruner=PrunerCfg("uniform"), recoverer=RecovererCfg("interpolation"), schedule=[[1, 81]],
+              mode="finetune", train=TrainCfg(steps=100, finetune_steps=20))
+    zs = make(pruner=PrunerCfg("uniform"), recoverer=RecovererCfg("interpolation"), schedule=[[1, 81]],
+              mode="zeroshot", train=TrainCfg(steps=100, finetune_steps=20))
+    base = make(mode="finetune", train=TrainCfg(steps=100, finetune_steps=20))
+    assert ft.train.finetune_steps == 20 and zs.train.finetune_steps == 0 and base.train.finetune_steps == 0
+    assert base.mode == "scratch"
+    assert ft.baseline_identity() == zs.baseline_identity() == base.baseline_identity()
+    with pytest.raises(ValueError, match="finetune_steps must be >= 0"):
+        make(train=TrainCfg(finetune_steps=-1))
