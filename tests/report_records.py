@@ -18,6 +18,8 @@ def record(pruner="none", recoverer="none", schedule=(), seed=0, **metrics) -> D
                gflops_total=0.07 * (0.5 + 0.5 * kept / 27), frames_per_s=9000 * 27 / (13.5 + kept / 2),
                speed_cv=0.02, mpjpe_mm=160 + (27 - kept) * 0.5 + seed, p_mpjpe_mm=120 + (27 - kept) * 0.3 + seed,
                env={"torch_version": "2.13.0"})
+    # the recoverer and pruner move accuracy a little, so a table has one best cell
+    rec["mpjpe_mm"] += {"interpolation": -1.0}.get(recoverer, 0) + {"uniform": 2.0}.get(pruner, 0)
     rec.update(metrics)
     return rec
 

@@ -80,7 +80,8 @@ def stages_label(schedule: str) -> str:
 
 def aggregate_seeds(df: pd.DataFrame, values: Iterable[str]) -> pd.DataFrame:
     """One row per cell over seeds: each value column's mean, `<col>_std` (NaN for one seed) and `n_seeds`."""
-    group = [c for c in CELL_COLUMNS if c != "seed" and c in df]
+    # a speed measured at another batch size is another cell, not another seed
+    group = [c for c in CELL_COLUMNS + ["speed_batch"] if c != "seed" and c in df]
     values = [v for v in values if v in df]
     g = df.groupby(group, sort=False, dropna=False)
     out = g[values].mean()
