@@ -78,8 +78,9 @@ def _index(df: pd.DataFrame, path: str) -> pd.DataFrame:
     return df.set_index(CELL_COLUMNS, drop=False)
 
 
-def _fmt(v: float) -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6g}"
+def _fmt(v: float, metric: str) -> str:
+    """Enough digits that an exact-match failure shows the difference."""
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{12 if metric in EXACT else 6}g}"
 
 
 def _check(metric: str, b: pd.Series, c: pd.Series, mpjpe_tol: float, speed_tol: float) -> Tuple[str, str, bool]:
@@ -115,6 +116,7 @@ def compare(baseline: str, current: str, mpjpe_tol: float = 0.5, speed_tol: floa
             if metric not in br or metric not in cr or pd.isna(br[metric]) or pd.isna(cr[metric]):
                 continue
             change, rule, bad = _check(metric, br, cr, mpjpe_tol, speed_tol)
-            out.rows.append(dict(cell=name, metric=metric, baseline=_fmt(br[metric]), current=_fmt(cr[metric]),
+            out.rows.append(dict(cell=name, metric=metric, baseline=_fmt(br[metric], metric),
+                                 current=_fmt(cr[metric], metric),
                                  change=change, rule=rule, verdict="REGRESSED" if bad else "ok"))
     return out

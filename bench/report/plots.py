@@ -59,8 +59,9 @@ def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
         part = t[t["model"] == model]
         c = colours[model]
         front = part.iloc[pareto_front(part["GFLOPs"].to_numpy(float), part["MPJPE"].to_numpy(float))]
-        ax.plot(front["GFLOPs"], front["MPJPE"], "-", color=c, lw=1.6, alpha=0.8, zorder=2,
-                label=f"{model}: Pareto front")
+        ax.plot(front["GFLOPs"], front["MPJPE"], "-", color=c, lw=1.6, alpha=0.8, zorder=2)
+        ax.scatter(front["GFLOPs"], front["MPJPE"], s=190, facecolors="none", edgecolors=c, linewidths=1.0,
+                   alpha=0.7, zorder=2)  # a ring marks the Pareto-optimal cells (visible even when only one)
         for pruner, grp in part[part["pruner"] != "none"].groupby("pruner"):
             hier = grp["stages"] > 1
             for filled, sub in ((True, grp[~hier]), (False, grp[hier])):
@@ -70,6 +71,7 @@ def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
         ax.scatter(base["GFLOPs"], base["MPJPE"], marker="*", s=260, color=c, edgecolors="black", linewidths=0.7,
                    zorder=4)
     handles = [plt.Line2D([], [], color=colours[m], lw=1.6, label=m) for m in models]
+    handles += [plt.Line2D([], [], ls="-", marker="o", ms=12, mfc="none", color="0.5", label="Pareto front")]
     handles += [plt.Line2D([], [], ls="", marker="*", ms=13, color="0.5", mec="black", label="unpruned baseline")]
     handles += [plt.Line2D([], [], ls="", marker=MARKERS.get(p, "o"), color="0.5", label=f"pruner: {p}")
                 for p in sorted(t.loc[t["pruner"] != "none", "pruner"].unique())]

@@ -7,7 +7,8 @@ so each runs once as a smoke test; time them with
 Covered: every pruner and recoverer in tiny MixSTE (the hourglass around a fixed backbone), and every
 backbone unpruned and with HoT-style pruning at the tiny preset (one fixed, reduced size: paper sizes
 take 0.1-2 s per forward on 2 cores). The paper-preset cells of every backbone are behind
-VPTBENCH_PAPER_BENCH=1.
+VPTBENCH_PAPER_BENCH=1. Tiny models run on one intra-op thread (the `one_thread` fixture): on a shared
+2-core machine two spinning threads make tiny forwards 2-15x slower and the comparison meaningless.
 """
 import os
 
@@ -16,6 +17,8 @@ import torch
 
 from backbones import backbone_config, build_hourglass, create, create_hourglass, list_backbones
 from backbones.registry import backbone_pipelines
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {
     "baseline": ("none", "none", []),
