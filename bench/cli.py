@@ -25,6 +25,9 @@ commands:
                              vptbench run backbone=mixste pruner=cluster recoverer=attention 'schedule=[[3,81]]' metrics=[params,flops]
   report --store DIR --out DIR
                              write results.csv, results.md and plots from a results store
+  compare BASELINE CURRENT [--mpjpe-tol MM] [--speed-tol FRACTION] [--out FILE]
+                             regression check of a store (or results.csv) against a baseline: exit 1 names
+                             the regressed cells, e.g. vptbench compare results/baselines/quickstart_params_flops.csv results/store
   list                       show backbones, presets, pruners, recoverers, pipelines, data and experiments
   quickstart                 the main job: default ablation grid + paper-preset efficiency + report
 """
@@ -145,6 +148,28 @@ def cmd_report(args: List[str]) -> int:
     return 0
 
 
+def cmd_compare(args: List[str]) -> int:
+    from .report.compare import compare
+
+    p = argparse.ArgumentParser(prog="vptbench compare")
+    p.add_argument("baseline", help="results store directory or results.csv")
+    p.add_argument("current", help="results store directory or results.csv")
+    p.add_argument("--mpjpe-tol", type=float, default=0.5, help="allowed MPJPE / P-MPJPE rise in mm")
+    p.add_argument("--speed-tol", type=float, default=0.10, help="allowed frames/s drop (fraction; at least 3x CV)")
+    p.add_argument("--out", help="also write the markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    a = p.parse_args(args)
+    result = compare(a.baseline, a.current, mpjpe_tol=a.mpjpe_tol, speed_tol=a.speed_tol)
+    text = result.markdown(a.baseline, a.current)
+    print(text)
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write(text + "\n")
+    for r in result.regressions:
+        print(f"vptbench compare: REGRESSED {r['cell']} {r['metric']}: {r['baseline']} -> {r['current']} ({r['rule']})",
+              file=sys.stderr)
+    return 1 if result.regressions else 0
+
+
 def cmd_list(args: List[str]) -> int:
     import backbones
     from backbones.hourglass import PIPELINES
@@ -186,7 +211,7 @@ def cmd_quickstart(args: List[str]) -> int:
     return 1 if failed else rc
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "quickstart": cmd_quickstart}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list, "quickstart": cmd_quickstart}
 
 
 def main(argv: List[str] | None = None) -> int:

@@ -1,46 +1,156 @@
-"""Plots (seaborn): FLOPs vs MPJPE per backbone, pruned variants against the baseline."""
+"""Plots (seaborn; PNG and PDF each): FLOPs-vs-MPJPE Pareto fronts, layer × tokens heatmaps,
+throughput vs batch size, realised speed-up vs FLOPs ratio. Each is drawn only when the store has its data."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import List
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: reports are written by CI and remote jobs
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .frame import method_name  # noqa: E402
 from .tables import efficiency_table  # noqa: E402
 
-__all__ = ["plot_flops_vs_mpjpe"]
+__all__ = ["write_plots", "pareto_front"]
+
+MARKERS = {"cluster": "o", "attention": "s", "uniform": "^", "motion": "D"}
 
 
-def plot_flops_vs_mpjpe(df: pd.DataFrame, path: Path) -> Optional[Path]:
-    """One panel per backbone/preset: x = GFLOPs per clip, y = MPJPE; hue = method, style = schedule."""
-    t = efficiency_table(df)
-    if t.empty or "MPJPE" not in t or t["MPJPE"].isna().all():
-        return None
-    t = t[t["MPJPE"].notna()].copy()
-    t["panel"] = t["backbone"] + " (" + t["preset"] + ")"
-    t["stages"] = t["schedule (tokens@layer)"].map(lambda s: "none" if s == "–" else f"{s.count('→') + 1} stage(s)")
-    sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
-    panels = list(dict.fromkeys(t["panel"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 5.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        part = t[t["panel"] == panel]
-        sns.scatterplot(data=part, x="GFLOPs", y="MPJPE", hue="method", style="stages", s=110, ax=ax,
-                        style_order=sorted(part["stages"].unique()))
-        base = part[part["method"] == "baseline"]
-        for row in base.itertuples():
-            ax.axhline(row.MPJPE, color="grey", ls="--", lw=0.8)
-            ax.annotate("baseline", (row.GFLOPs, row.MPJPE), textcoords="offset points", xytext=(-8, 6),
-                        ha="right", fontsize=9, color="grey")
-        ax.set_title(panel)
-        ax.set_xlabel("GFLOPs per clip (2 × Linear MACs)")
-        ax.set_ylabel("MPJPE (mm)  ↓")
-        ax.legend(fontsize=8, loc="best", frameon=True)
+def _theme():
+    sns.set_theme(style="whitegrid", context="paper", font_scale=1.15,
+                  rc={"font.family": "serif", "axes.edgecolor": "0.3", "grid.linestyle": ":"})
+
+
+def _save(fig, out: Path, stem: str) -> List[Path]:
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.savefig(paths[0], dpi=200)
+    fig.savefig(paths[1])
     plt.close(fig)
-    return path
+    return paths
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both x and y (lower is better), by increasing x."""
+    order = np.lexsort((y, x))
+    front, best = [], np.inf
+    for i in order:
+        if y[i] < best:
+            front.append(i)
+            best = y[i]
+    return np.array(front, dtype=int)
+
+
+def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
+    t = t[t["MPJPE"].notna() & t["GFLOPs"].notna()] if "MPJPE" in t else t.iloc[:0]
+    if t.empty or (t["pruner"] != "none").sum() == 0:
+        return []
+    t = t.assign(model=t["backbone"] + " (" + t["preset"] + ")")
+    models = list(dict.fromkeys(t["model"]))
+    colours = dict(zip(models, sns.color_palette("deep", len(models))))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for model in models:
+        part = t[t["model"] == model]
+        c = colours[model]
+        front = part.iloc[pareto_front(part["GFLOPs"].to_numpy(float), part["MPJPE"].to_numpy(float))]
+        ax.plot(front["GFLOPs"], front["MPJPE"], "-", color=c, lw=1.6, alpha=0.8, zorder=2)
+        ax.scatter(front["GFLOPs"], front["MPJPE"], s=190, facecolors="none", edgecolors=c, linewidths=1.0,
+                   alpha=0.7, zorder=2)  # a ring marks the Pareto-optimal cells (visible even when only one)
+        for pruner, grp in part[part["pruner"] != "none"].groupby("pruner"):
+            hier = grp["stages"] > 1
+            for filled, sub in ((True, grp[~hier]), (False, grp[hier])):
+                ax.scatter(sub["GFLOPs"], sub["MPJPE"], marker=MARKERS.get(pruner, "o"), s=46, zorder=3,
+                           facecolors=c if filled else "white", edgecolors=c, linewidths=1.2)
+        base = part[part["pruner"] == "none"]
+        ax.scatter(base["GFLOPs"], base["MPJPE"], marker="*", s=260, color=c, edgecolors="black", linewidths=0.7,
+                   zorder=4)
+    handles = [plt.Line2D([], [], color=colours[m], lw=1.6, label=m) for m in models]
+    handles += [plt.Line2D([], [], ls="-", marker="o", ms=12, mfc="none", color="0.5", label="Pareto front")]
+    handles += [plt.Line2D([], [], ls="", marker="*", ms=13, color="0.5", mec="black", label="unpruned baseline")]
+    handles += [plt.Line2D([], [], ls="", marker=MARKERS.get(p, "o"), color="0.5", label=f"pruner: {p}")
+                for p in sorted(t.loc[t["pruner"] != "none", "pruner"].unique())]
+    if (t["stages"] > 1).any():
+        handles += [plt.Line2D([], [], ls="", marker="o", mfc="white", mec="0.5", label="hierarchical (open)")]
+    ax.legend(handles=handles, fontsize=8, frameon=True, loc="best")
+    if t["GFLOPs"].max() / t["GFLOPs"].min() > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("GFLOPs per clip")
+    ax.set_ylabel("MPJPE (mm) ↓")
+    ax.set_title("Accuracy vs computation")
+    return _save(fig, out, "pareto_flops_mpjpe")
+
+
+def _heatmaps(t: pd.DataFrame, out: Path) -> List[Path]:
+    one = t[(t["stages"] == 1) & (t["pipeline"] == "seq2seq")].copy()
+    if one.empty:
+        return []
+    one["layer"] = one["schedule"].map(lambda s: json.loads(s)[0][0])
+    one["tokens"] = one["schedule"].map(lambda s: json.loads(s)[0][1])
+    paths = []
+    for (backbone, preset, method), part in one.groupby(["backbone", "preset", "method"], sort=False):
+        if part["layer"].nunique() < 2 or part["tokens"].nunique() < 2:
+            continue
+        values = [(v, lab, cmap) for v, lab, cmap in (("GFLOPs", "GFLOPs", "crest"), ("MPJPE", "MPJPE (mm)", "rocket_r"))
+                  if v in part and part[v].notna().any()]
+        fig, axes = plt.subplots(1, len(values), figsize=(4.4 * len(values), 3.6), squeeze=False)
+        for ax, (v, lab, cmap) in zip(axes[0], values):
+            grid = part.pivot_table(index="layer", columns="tokens", values=v, aggfunc="first")
+            sns.heatmap(grid, annot=True, fmt=".3g", cmap=cmap, linewidths=0.5, cbar_kws={"label": lab}, ax=ax)
+            ax.set_xlabel("tokens kept")
+            ax.set_ylabel("pruning before layer")
+            ax.set_title(lab)
+        fig.suptitle(f"{backbone} ({preset}), {method}")
+        paths += _save(fig, out, f"heatmap_layer_tokens_{backbone}_{preset}_{method.replace(' + ', '_')}")
+    return paths
+
+
+def _throughput(df: pd.DataFrame, out: Path) -> List[Path]:
+    if "speed_batch" not in df or "frames_per_s" not in df:
+        return []
+    d = df[(df["status"] == "ok") & df["frames_per_s"].notna() & df["speed_batch"].notna()].copy()
+    if d["speed_batch"].nunique() < 2:
+        return []
+    d["method"] = d.apply(method_name, axis=1) + " " + d["schedule"]
+    d["model"] = d["backbone"] + " (" + d["preset"] + ")"
+    g = sns.relplot(data=d, x="speed_batch", y="frames_per_s", hue="method", col="model", kind="line", marker="o",
+                    facet_kws={"sharey": False}, height=3.8, aspect=1.2)
+    g.set(xscale="log", yscale="log")
+    g.set_axis_labels("batch size (clips)", "frames/s ↑")
+    g.figure.suptitle("Throughput vs batch size", y=1.02)
+    return _save(g.figure, out, "throughput_vs_batch")
+
+
+def _speedup(t: pd.DataFrame, out: Path) -> List[Path]:
+    if "speed-up" not in t:
+        return []
+    d = t[t["speed-up"].notna() & (t["pruner"] != "none")]
+    if d.empty:
+        return []
+    d = d.assign(model=d["backbone"] + " (" + d["preset"] + ")")
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    sns.scatterplot(data=d, x="FLOPs ratio", y="speed-up", hue="model", style="pruner", s=70, ax=ax,
+                    markers={p: MARKERS.get(p, "o") for p in d["pruner"].unique()})
+    hi = max(d["FLOPs ratio"].max(), d["speed-up"].max()) * 1.08
+    lo = min(1.0, d["speed-up"].min()) * 0.95
+    ax.plot([lo, hi], [lo, hi], ls="--", color="0.4", lw=1, label="y = x (speed-up = FLOPs saved)")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("FLOPs ratio (baseline / pruned)")
+    ax.set_ylabel("measured speed-up (frames/s ratio)")
+    ax.set_title("Realised speed-up vs FLOPs saved")
+    ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, out, "speedup_vs_flops_ratio")
+
+
+def write_plots(df: pd.DataFrame, out: Path) -> List[Path]:
+    t = efficiency_table(df)
+    if t.empty:
+        return []
+    _theme()
+    return _pareto(t, out) + _heatmaps(t, out) + _throughput(df, out) + _speedup(t, out)

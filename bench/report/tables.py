@@ -1,104 +1,143 @@
-"""Tables from store records (pandas): one row per cell, paper-style markdown per backbone/preset."""
+"""Paper-style tables from store records: efficiency, pruner × recoverer, layer × tokens and the
+hierarchical schedules. Each appears only when the store has the cells it needs; accuracy is the mean
+over seeds (± std, n) where several seeds exist."""
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable
+from typing import List
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_frame", "efficiency_table", "markdown_report", "method_name"]
+from .frame import aggregate_seeds, load_frame, method_name, stages_label
+from .render import HIGHER, LOWER, Table, best_mask
 
-FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops")
+__all__ = ["load_frame", "efficiency_table", "build_tables", "markdown_report", "method_name"]
 
-
-def _flatten(rec: Dict[str, Any]) -> Dict[str, Any]:
-    row = {k: v for k, v in rec.items() if k not in FLAT_SKIP}
-    row["schedule"] = json.dumps(rec.get("schedule", []))
-    for k, v in (rec.get("env") or {}).items():
-        row[f"env_{k}"] = v
-    for k in ("per_action_mpjpe_mm", "flops_uncounted_ops"):
-        if k in rec:
-            row[k] = json.dumps(rec[k], sort_keys=True)
-    return row
-
-
-def load_frame(records: Iterable[Dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame([_flatten(r) for r in records])
-    if df.empty:
-        return df
-    order = ["backbone", "preset", "pipeline", "pruner", "recoverer", "schedule"]
-    return df.sort_values([c for c in order if c in df]).reset_index(drop=True)
-
-
-def method_name(row) -> str:
-    if row["pruner"] == "none":
-        return "baseline"
-    rec = "" if row["pipeline"] == "seq2frame" else f" + {row['recoverer']}"
-    return f"{row['pruner']}{rec}"
-
-
-def _stages(schedule: str) -> str:
-    stages = json.loads(schedule)
-    return " → ".join(f"{k}@{l}" for l, k in stages) if stages else "–"
+VALUES = ["params_m", "gflops", "frames_per_s", "mpjpe_mm", "p_mpjpe_mm", "mpjve_mm"]
+FMT = {"params (M)": "{:.3f}", "GFLOPs": "{:.3f}", "ΔFLOPs %": "{:+.1f}", "FLOPs ratio": "{:.3f}×",
+       "frames/s": "{:.1f}", "speed-up": "{:.3f}×", "MPJPE": "{:.1f}", "P-MPJPE": "{:.1f}",
+       "MPJVE": "{:.2f}", "ΔMPJPE": "{:+.1f}", "frames": "{:.0f}", "seeds": "{:.0f}", "stages": "{:.0f}"}
+BEST = {"GFLOPs": LOWER, "ΔFLOPs %": LOWER, "frames/s": HIGHER, "speed-up": HIGHER, "MPJPE": LOWER,
+        "P-MPJPE": LOWER, "ΔMPJPE": LOWER}
+STD = {"MPJPE": "MPJPE std", "P-MPJPE": "P-MPJPE std"}
+BLOCK = ["backbone", "preset", "data"]
 
 
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per ok cell with deltas against the unpruned baseline of the same backbone, preset,
-    pipeline and data: ΔFLOPs %, realised speed-up (frames/s ratio) and ΔMPJPE."""
+    """One row per ok cell (seeds averaged) with deltas against the unpruned baseline of the same
+    backbone, preset and data: ΔFLOPs %, FLOPs ratio, realised speed-up (frames/s ratio) and ΔMPJPE."""
     ok = df[df["status"] == "ok"].copy()
     if ok.empty:
         return ok
-    for col in ("params_m", "gflops", "frames_per_s", "mpjpe_mm", "p_mpjpe_mm", "mpjve_mm"):
+    for col in VALUES:
         if col not in ok:
             ok[col] = np.nan
-    group = ["backbone", "preset", "data"]
-    base = ok[ok["pruner"] == "none"].groupby(group)[["gflops", "frames_per_s", "mpjpe_mm"]].first()
+    ok = aggregate_seeds(ok, VALUES)
+    base = ok[ok["pruner"] == "none"].groupby(BLOCK)[["gflops", "frames_per_s", "mpjpe_mm"]].first()
     base.columns = [f"base_{c}" for c in base.columns]
-    ok = ok.join(base, on=group)
+    ok = ok.join(base, on=BLOCK)
+    stages = ok["schedule"].map(lambda s: len(json.loads(s)))
     out = pd.DataFrame({
-        "backbone": ok["backbone"], "preset": ok["preset"], "frames": ok["frames"],
-        "pipeline": ok["pipeline"], "method": ok.apply(method_name, axis=1),
-        "schedule (tokens@layer)": ok["schedule"].map(_stages),
+        "backbone": ok["backbone"], "preset": ok["preset"], "data": ok["data"], "frames": ok["frames"],
+        "pipeline": ok["pipeline"], "pruner": ok["pruner"], "recoverer": ok["recoverer"],
+        "method": ok.apply(method_name, axis=1), "schedule": ok["schedule"], "stages": stages,
+        "schedule (tokens@layer)": ok["schedule"].map(stages_label),
         "params (M)": ok["params_m"], "GFLOPs": ok["gflops"],
         "ΔFLOPs %": 100 * (ok["gflops"] / ok["base_gflops"] - 1),
         "FLOPs ratio": ok["base_gflops"] / ok["gflops"],
         "frames/s": ok["frames_per_s"], "speed-up": ok["frames_per_s"] / ok["base_frames_per_s"],
-        "MPJPE": ok["mpjpe_mm"], "P-MPJPE": ok["p_mpjpe_mm"], "MPJVE": ok["mpjve_mm"],
-        "ΔMPJPE": ok["mpjpe_mm"] - ok["base_mpjpe_mm"],
+        "MPJPE": ok["mpjpe_mm"], "MPJPE std": ok["mpjpe_mm_std"], "P-MPJPE": ok["p_mpjpe_mm"],
+        "P-MPJPE std": ok["p_mpjpe_mm_std"], "MPJVE": ok["mpjve_mm"],
+        "ΔMPJPE": ok["mpjpe_mm"] - ok["base_mpjpe_mm"], "seeds": ok["n_seeds"],
     })
-    # seq2frame frames/s counts one output frame per clip: its speed-up is only meaningful as a
-    # clips/s ratio against a seq2frame baseline, so don't divide across pipelines
-    cross = ok["pipeline"] != "seq2seq"
-    out.loc[cross, "speed-up"] = np.nan
-    return out.dropna(axis=1, how="all").reset_index(drop=True)
+    # seq2frame frames/s counts one output frame per clip: no speed-up across pipelines
+    out.loc[out["pipeline"] != "seq2seq", "speed-up"] = np.nan
+    out["pruned"] = out["pruner"] != "none"  # baseline first, then by method and schedule
+    out = out.sort_values(BLOCK + ["pruned", "method", "stages", "schedule (tokens@layer)"], kind="stable")
+    return out.drop(columns="pruned").reset_index(drop=True)
 
 
-def _fmt(df: pd.DataFrame) -> pd.DataFrame:
-    fmt = {"params (M)": "{:.3f}", "GFLOPs": "{:.3f}", "ΔFLOPs %": "{:+.1f}", "FLOPs ratio": "{:.3f}×",
-           "frames/s": "{:.1f}", "speed-up": "{:.3f}×", "MPJPE": "{:.1f}", "P-MPJPE": "{:.1f}",
-           "MPJVE": "{:.2f}", "ΔMPJPE": "{:+.1f}"}
-    out = df.copy().astype(object)
-    for col, f in fmt.items():
-        if col in out:
-            out[col] = [("–" if pd.isna(v) else f.format(v)) for v in df[col]]
+def _table(name, title, frame, note="", whole=False, best=None) -> Table:
+    frame = frame.dropna(axis=1, how="all").reset_index(drop=True)
+    if "seeds" in frame and frame["seeds"].max() <= 1:
+        frame = frame.drop(columns="seeds")
+    directions = best if best is not None else BEST
+    return Table(name, title, frame, fmt={c: FMT.get(c, "{:.1f}") for c in frame if pd.api.types.is_numeric_dtype(frame[c])},
+                 std={c: s for c, s in STD.items() if c in frame and s in frame},
+                 best=best_mask(frame, {c: d for c, d in directions.items() if c in frame}, whole), note=note)
+
+
+def _efficiency(t: pd.DataFrame) -> List[Table]:
+    cols = ["backbone", "method", "pipeline", "schedule (tokens@layer)", "frames", "params (M)", "GFLOPs",
+            "ΔFLOPs %", "frames/s", "speed-up", "MPJPE", "MPJPE std", "P-MPJPE", "P-MPJPE std", "ΔMPJPE", "seeds"]
+    out = []
+    for (preset, data), part in t.groupby(["preset", "data"], sort=False):
+        part = part if part["pipeline"].nunique() > 1 else part.drop(columns="pipeline")
+        out.append(_table("efficiency", f"Efficiency ({preset} preset, {data} data)",
+                          part[[c for c in cols if c in part]]))
     return out
 
 
-def markdown_report(df: pd.DataFrame) -> str:
+def _pivots(t: pd.DataFrame, rows: str, cols: str, value: str, name: str, title: str, keys) -> List[Table]:
+    out = []
+    for key, part in t.groupby(keys, sort=False):
+        if part[rows].nunique() < 2 or part[cols].nunique() < 2 or part[value].isna().all():
+            continue
+        grid = part.pivot_table(index=rows, columns=cols, values=value, aggfunc="first")
+        frame = grid.reset_index()
+        frame.columns = [str(c) for c in frame.columns]
+        frame[rows] = frame[rows].astype(str)
+        label = ", ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        direction = {c: LOWER for c in frame.columns[1:]}
+        tab = Table(name, f"{title} ({label})", frame, fmt={c: FMT.get(value, "{:.3f}") for c in frame.columns[1:]},
+                    best=best_mask(frame, direction, whole_table=True))
+        out.append(tab)
+    return out
+
+
+def build_tables(df: pd.DataFrame) -> List[Table]:
+    t = efficiency_table(df)
+    if t.empty:
+        return []
+    tables = _efficiency(t)
+    pruned = t[(t["pruner"] != "none") & (t["pipeline"] == "seq2seq")]
+    # pruner x recoverer: MPJPE at each schedule
+    tables += _pivots(pruned.assign(**{"pruner / recoverer": pruned["pruner"]}), "pruner / recoverer", "recoverer",
+                      "MPJPE", "pruner_recoverer", "MPJPE (mm), pruner × recoverer",
+                      BLOCK + ["schedule (tokens@layer)"])
+    # layer x tokens, single-stage schedules
+    one = pruned[pruned["stages"] == 1].copy()
+    one["layer / tokens"] = one["schedule"].map(lambda s: json.loads(s)[0][0])
+    one["tokens"] = one["schedule"].map(lambda s: json.loads(s)[0][1])
+    for value, label in (("GFLOPs", "GFLOPs"), ("MPJPE", "MPJPE (mm)")):
+        tables += _pivots(one, "layer / tokens", "tokens", value, f"layer_tokens_{value.lower()}",
+                          f"{label}, pruning layer × tokens kept", BLOCK + ["method"])
+    # hierarchical schedules: every schedule of a method that has a multi-stage one, with its baseline
+    cols = ["method", "schedule (tokens@layer)", "stages", "GFLOPs", "ΔFLOPs %", "frames/s", "speed-up", "MPJPE",
+            "MPJPE std", "ΔMPJPE", "seeds"]
+    for key, part in t.groupby(BLOCK, sort=False):
+        hier = part[part["stages"] > 1]["method"].unique()
+        if len(hier) == 0:
+            continue
+        rows = part[part["method"].isin(hier) | (part["pruner"] == "none")].sort_values(["method", "stages"])
+        tables.append(_table("hierarchical", f"Hierarchical schedules ({', '.join(map(str, key))})",
+                             rows[[c for c in cols if c in rows]]))
+    return tables
+
+
+def markdown_report(df: pd.DataFrame, tables: List[Table] | None = None) -> str:
+    tables = build_tables(df) if tables is None else tables
     lines = ["# vptbench results", ""]
-    table = efficiency_table(df)
     labels = sorted(set(df.get("data_label", pd.Series(dtype=str)).dropna()) - {""})
-    for (backbone, preset), part in table.groupby(["backbone", "preset"], sort=False):
-        has_acc = part["MPJPE"].notna().any() if "MPJPE" in part else False
-        lines += [f"## {backbone} ({preset} preset, {int(part['frames'].iloc[0])} frames)", ""]
-        if has_acc and labels:
-            lines += [f"Accuracy on: {', '.join(labels)}. MPJPE / P-MPJPE / MPJVE in mm, mean over actions.", ""]
-        shown = part.drop(columns=["backbone", "preset", "frames"]).dropna(axis=1, how="all")
-        lines += [_fmt(shown).to_markdown(index=False), ""]
+    if labels:
+        lines += [f"Accuracy on: {', '.join(labels)}. MPJPE / P-MPJPE in mm, mean over actions "
+                  "(mean ± std over seeds where several exist). Best value per column in **bold**.", ""]
+    lines += [t.markdown() for t in tables]
     lines += ["GFLOPs: paper convention, 2 × MACs of Linear/Conv layers for one clip at batch 1. "
+              "ΔFLOPs / ΔMPJPE / speed-up against the unpruned baseline of the same backbone, preset and data. "
               "frames/s: output frames per second (T per clip for seq2seq, 1 for seq2frame), median of repeats, "
-              "measured within one run; speed-up = frames/s ratio against the same run's baseline (seq2seq only).", ""]
+              "measured within one run; speed-up = frames/s ratio (seq2seq only).", ""]
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         lines += ["## Failed cells", ""]

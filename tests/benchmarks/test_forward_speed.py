@@ -2,17 +2,23 @@
 so each runs once as a smoke test; time them with
 
     .venv/bin/python -m pytest tests/benchmarks --benchmark-enable --benchmark-autosave
-    .venv/bin/python -m pytest tests/benchmarks --benchmark-enable --benchmark-compare --benchmark-compare-fail=median:10%
+    .venv/bin/python -m pytest tests/benchmarks --benchmark-enable --benchmark-compare --benchmark-compare-fail=mean:10%
 
-The paper-preset pair (MixSTE vs HoT w. MixSTE, ~1-2 s per forward on 2 cores) is behind
-VPTBENCH_PAPER_BENCH=1.
+Covered: every pruner and recoverer in tiny MixSTE (the hourglass around a fixed backbone), and every
+backbone unpruned and with HoT-style pruning at the tiny preset (one fixed, reduced size: paper sizes
+take 0.1-2 s per forward on 2 cores). The paper-preset cells of every backbone are behind
+VPTBENCH_PAPER_BENCH=1. Tiny models run on one intra-op thread (the `one_thread` fixture): on a shared
+2-core machine two spinning threads make tiny forwards 2-15x slower and the comparison meaningless.
 """
 import os
 
 import pytest
 import torch
 
-from backbones import build_hourglass, create
+from backbones import backbone_config, build_hourglass, create, create_hourglass, list_backbones
+from backbones.registry import backbone_pipelines
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {
     "baseline": ("none", "none", []),
@@ -47,3 +53,39 @@ def test_paper_mixste_forward(benchmark, cell):
     model = build_hourglass(create("mixste"), *args).eval()
     x = torch.randn(1, 243, 17, 2)
     benchmark.pedantic(_forward, args=(model, x), rounds=5, warmup_rounds=1)
+
+
+def _hot_cell(name: str, preset: str):
+    """(pruner, recoverer, schedule, pipeline): prune to a third of the frames before the second layer,
+    attention recovery for seq2seq families, the centre frame for seq2frame-only ones."""
+    cfg = backbone_config(name, preset)
+    stage = [[1, max(1, cfg.num_frames // 3) | 1]]
+    if "seq2seq" in backbone_pipelines(name):
+        return "cluster", "attention", stage, "seq2seq"
+    return "cluster", "none", stage, "seq2frame"
+
+
+def _cell(name: str, preset: str, pruned: bool):
+    torch.manual_seed(0)
+    if pruned:
+        pruner, recoverer, schedule, pipeline = _hot_cell(name, preset)
+    else:
+        pruner, recoverer, schedule, pipeline = "none", "none", [], backbone_pipelines(name)[0]
+    model = create_hourglass(name, preset, pruner, recoverer, schedule, pipeline=pipeline).eval()
+    return model, torch.randn(1, model.num_frames, model.backbone.num_joints, model.backbone.in_chans)
+
+
+@pytest.mark.parametrize("pruned", [False, True], ids=["baseline", "hot"])
+@pytest.mark.parametrize("name", list_backbones())
+def test_tiny_backbone_forward(benchmark, name, pruned):
+    model, x = _cell(name, "tiny", pruned)
+    out = benchmark(_forward, model, x)
+    assert out.shape[0] == 1 and torch.isfinite(out).all()
+
+
+@pytest.mark.skipif(os.environ.get("VPTBENCH_PAPER_BENCH") != "1", reason="set VPTBENCH_PAPER_BENCH=1 (slow)")
+@pytest.mark.parametrize("pruned", [False, True], ids=["baseline", "hot"])
+@pytest.mark.parametrize("name", list_backbones())
+def test_paper_backbone_forward(benchmark, name, pruned):
+    model, x = _cell(name, "paper", pruned)
+    benchmark.pedantic(_forward, args=(model, x), rounds=3, warmup_rounds=1)

@@ -1,0 +1,86 @@
+"""Report tables and plots from small hand-written stores: which tables appear, the bold best value,
+mean ± std over seeds, booktabs LaTeX, PNG + PDF plots."""
+import re
+
+import pandas as pd
+import pytest
+
+from bench.report import build_tables, load_frame, write_report
+from bench.report.plots import pareto_front
+from bench.report.render import tex_escape
+from tests.report_records import GRID, grid_records, record, write_store
+
+
+def _tables(records):
+    return {t.name: t for t in build_tables(load_frame(records))}
+
+
+def test_all_tables_from_a_full_grid(tmp_path):
+    recs = grid_records(seeds=(0, 1, 2))
+    for b in (2, 4):  # the same cells timed at other batch sizes
+        recs += [dict(r, key=f"{r['key']}b{b}", speed_batch=b, frames_per_s=r["frames_per_s"] * b ** 0.5)
+                 for r in grid_records()[:2]]
+    write_store(tmp_path / "s", recs)
+    names = {p.name for p in write_report(str(tmp_path / "s"), str(tmp_path / "out"))}
+    for kind in ("efficiency", "pruner_recoverer", "layer_tokens_gflops", "layer_tokens_mpjpe", "hierarchical"):
+        assert {f"{kind}.md", f"{kind}.tex"} <= names
+    for plot in ("pareto_flops_mpjpe", "throughput_vs_batch", "speedup_vs_flops_ratio",
+                 "heatmap_layer_tokens_mixste_tiny_cluster_attention"):
+        assert {f"{plot}.png", f"{plot}.pdf"} <= names
+        assert (tmp_path / "out" / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(csv) == len(recs) and "env_torch_version" in csv
+
+
+def test_tables_need_their_cells():
+    only_base = _tables([record(), record(pruner="cluster", recoverer="attention", schedule=[(1, 9)])])
+    assert set(only_base) == {"efficiency"}
+    flops_only = [{k: v for k, v in r.items() if k not in ("mpjpe_mm", "p_mpjpe_mm")} for r in grid_records()]
+    t = _tables(flops_only)
+    assert "pruner_recoverer" not in t and "layer_tokens_mpjpe" not in t and "layer_tokens_gflops" in t
+    assert "MPJPE" not in t["efficiency"].frame
+
+
+def test_best_value_is_bold_in_markdown_and_latex():
+    recs = grid_records()
+    recs[4]["mpjpe_mm"] = 150.0  # uniform + interpolation 9@1: the most accurate cell
+    t = _tables(recs)
+    md, tex = t["efficiency"].markdown(), t["efficiency"].latex()
+    row = next(l for l in md.splitlines() if "uniform + interpolation" in l)
+    assert "**150.0**" in row and md.count("**150.0**") == 1
+    assert "\\textbf{150.0}" in tex and "**" not in tex
+    base = next(l for l in md.splitlines() if "| baseline" in l)
+    assert "**9000.0**" not in base  # frames/s: higher is better, the baseline is the slowest
+    assert all(s in tex for s in ("\\begin{tabular}", "\\toprule", "\\midrule", "\\bottomrule", "\\caption{"))
+    assert tex.count("&") % tex.count("\\\\") == 0  # every row has the same number of cells
+    grid = t["pruner_recoverer"].markdown()  # one best over the whole pruner x recoverer grid
+    assert grid.count("**") == 2 and "**150.0**" in grid
+
+
+def test_seeds_give_mean_std_and_n():
+    t = _tables(grid_records(seeds=(0, 1, 2)))["efficiency"]
+    md = t.markdown()
+    base = next(l for l in md.splitlines() if "| baseline" in l)
+    assert "161.0 ± 1.0" in base  # seeds 0, 1, 2 add 0, 1, 2 mm
+    assert "seeds" in md and re.search(r"\|\s+3\s+\|", base)
+    assert "$\\pm$" in t.latex()
+    single = _tables(grid_records())["efficiency"].markdown()
+    assert "±" not in single and "seeds" not in single
+
+
+def test_deltas_against_the_same_backbone_baseline():
+    t = _tables(grid_records())["efficiency"].frame
+    row = t[(t["method"] == "cluster + attention") & (t["schedule (tokens@layer)"] == "9@1")].iloc[0]
+    assert row["ΔFLOPs %"] == pytest.approx(-100 / 3)
+    assert row["speed-up"] == pytest.approx(1.5)
+    assert row["ΔMPJPE"] == pytest.approx(9.0)
+
+
+def test_tex_escape_and_pareto_front():
+    assert tex_escape("a_b 5% x→y ± Δ") == "a\\_b 5\\% x$\\rightarrow$y $\\pm$ $\\Delta$"
+    x, y = pd.Series([1.0, 2.0, 3.0, 2.5]).to_numpy(), pd.Series([5.0, 3.0, 1.0, 4.0]).to_numpy()
+    assert list(pareto_front(x, y)) == [0, 1, 2]
+
+
+def test_grid_fixture_is_consistent():
+    assert len({r["key"] for r in grid_records(seeds=(0, 1))}) == 2 * len(GRID)
