@@ -221,10 +221,11 @@ def run_cell(cfg: Config) -> Dict[str, Any]:
     try:
         _measure(cfg, todo, record)
         record["status"] = "ok"
-    except (ValueError, RuntimeError, MemoryError) as e:  # recorded; the grid goes on
-        log.error("cell %s failed: %s", key, e)
-        record.update(status="failed", error=f"{type(e).__name__}: {e}")
+    except Exception as e:  # noqa: BLE001 - any failure (bad combination, OOM, bug) is recorded; the grid goes on
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        log.error("cell %s failed: %s: %s", key, type(e).__name__, first, exc_info=log.isEnabledFor(logging.DEBUG))
+        record.update(status="failed", error=f"{type(e).__name__}: {first}".rstrip(": "))
     record["cell_s"] = time.perf_counter() - t0
-    record["env"] = environment()
+    record["env"] = dict(environment(), host=platform.node())  # host: which node ran it (SLURM)
     store.put(record)
     return record

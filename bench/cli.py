@@ -28,12 +28,9 @@ commands:
   compare BASELINE CURRENT [--mpjpe-tol MM] [--speed-tol FRACTION] [--out FILE]
                              regression check of a store (or results.csv) against a baseline: exit 1 names
                              the regressed cells, e.g. vptbench compare results/baselines/quickstart_params_flops.csv results/store
-  list                       show backbones, presets, pruners, recoverers, pipelines, data and experiments
+  list                       show backbones, presets, pruners, recoverers, pipelines, data, models and experiments
   quickstart                 the main job: default ablation grid + paper-preset efficiency + report
 """
-
-_failures: List[str] = []
-
 
 class UserError(Exception):
     """A bad command line or config: printed as one line, exit code 2."""
@@ -54,16 +51,50 @@ def _one_line(e: BaseException) -> str:
     return f"{text} (key: {key})" if key and key not in text else text
 
 
-def _compose_all(overrides: List[str], multirun: bool):
-    """Compose and validate every cell the command line describes; returns how many cells."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def _by_preset(preset: str, table):
+    """`${by_preset:${preset.name},{paper: X, tiny: Y}}`: a value that depends on the preset."""
+    if preset not in table:
+        raise ValueError(f"this config has no value for preset '{preset}'; valid presets here: {', '.join(table)}")
+    return table[preset]
+
+
+def _register() -> None:
     from omegaconf import OmegaConf
 
     from .config import register_configs
 
     register_configs()
+    OmegaConf.register_new_resolver("by_preset", _by_preset, replace=True)
+
+
+def _check_keys(node, schema, path: str = "") -> None:
+    """Reject keys the structured config does not declare (`+foo=1` adds them silently otherwise)."""
+    import typing
+    from dataclasses import is_dataclass
+
+    from omegaconf import DictConfig
+
+    hints = typing.get_type_hints(schema)
+    for key in node.keys():
+        if key not in hints:
+            raise UserError(f"unknown config key '{path}{key}'; valid keys{' under ' + path[:-1] if path else ''}: "
+                            f"{', '.join(hints)} (architecture options go under backbone.overrides.*, pruner and "
+                            "recoverer options under pruner.args.* / recoverer.args.*)")
+        child = node._get_node(key)
+        if is_dataclass(hints[key]) and isinstance(child, DictConfig):
+            _check_keys(child, hints[key], f"{path}{key}.")
+
+
+def _compose_all(overrides: List[str], multirun: bool) -> list:
+    """Compose and validate every cell the command line describes; returns their `Config`s."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from .config import Config
+
+    _register()
     parser = OverridesParser.create()
     try:
         parsed = parser.parse_overrides(overrides)
@@ -79,21 +110,23 @@ def _compose_all(overrides: List[str], multirun: bool):
         with initialize_config_dir(config_dir=str(ABLATIONS), version_base="1.3"):
             if multirun:  # the experiment's own grid (hydra.sweeper.params), command line wins
                 base = compose("config", overrides=fixed, return_hydra_config=True)
-                for key, val in (base.hydra.sweeper.params or {}).items():
+                params = base.hydra.sweeper.params
+                for key, val in (OmegaConf.to_container(params, resolve=True) if params else {}).items():
                     if key not in sweeps:
                         o = parser.parse_override(f"{key}={val}")
                         sweeps[key] = [f"{key}={v}" for v in _sweep_values(o)] if o.is_sweep_override() else [o.input_line]
-            cells = list(itertools.product(*sweeps.values())) or [()]
-            for combo in cells:
+            cells = []
+            for combo in itertools.product(*sweeps.values()):
                 cfg = compose("config", overrides=fixed + list(combo))
-                OmegaConf.to_object(cfg)  # runs Config.__post_init__ validation
+                _check_keys(cfg, Config)
+                cells.append(OmegaConf.to_object(cfg))  # runs Config.__post_init__ validation
     except UserError:
         raise
     except Exception as e:  # hydra composition / omegaconf validation / our ValueErrors
         raise UserError(_one_line(e)) from None
     finally:
         GlobalHydra.instance().clear()
-    return len(cells)
+    return cells
 
 
 def _sweep_values(o) -> List[str]:
@@ -102,17 +135,54 @@ def _sweep_values(o) -> List[str]:
     return [Override._get_value_element_as_str(v) for v in o.sweep_iterator()]
 
 
+# Launchers that run several cells at once on this machine: their workers share its cores, so each
+# gets cpu_count // parallel torch threads, and speed cells are timed alone afterwards.
+LOCAL_PARALLEL = ("joblib", "submitit_local")
+
+
+def _worker_threads() -> int | None:
+    """Torch threads for this job under a parallel launcher (None: leave torch's default)."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        launcher = HydraConfig.get().launcher
+    except ValueError:  # not inside a hydra job
+        return None
+    cpus = launcher.get("cpus_per_task")  # submitit: the job's own allocation
+    if cpus:
+        return int(cpus)
+    n_jobs = launcher.get("n_jobs")  # joblib: cells at once on this machine
+    if n_jobs is None:
+        return None
+    n = os.cpu_count() or 1
+    return max(1, n // (n if n_jobs < 1 else min(n_jobs, n)))
+
+
 def _task(cfg) -> None:
+    """One hydra job (in this process or a worker): never raises, so the grid goes on; the summary
+    at the end reads every cell's outcome from the store."""
+    import torch
     from omegaconf import OmegaConf
 
     from .cell import run_cell
 
-    conf = OmegaConf.to_object(cfg)
-    record = run_cell(conf)
-    if record.get("status") != "ok":
-        _failures.append(f"{record.get('key')}: {record.get('error')}")
+    try:
+        _register()
+        threads = _worker_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        record = run_cell(OmegaConf.to_object(cfg))
+    except Exception as e:  # noqa: BLE001 - reported by the summary as a cell without a record
+        logging.getLogger(__name__).error("job failed before its cell was recorded: %s: %s", type(e).__name__, e)
+        return
     sys.stdout.flush()
     print(json.dumps(record, sort_keys=True, default=str), flush=True)
+
+
+def _launcher(overrides: List[str]) -> str:
+    return next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("hydra/launcher=")), "basic")
 
 
 def cmd_run(args: List[str]) -> int:
@@ -121,17 +191,35 @@ def cmd_run(args: List[str]) -> int:
     flags = [a for a in args if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags) and not any(f.startswith(("--cfg", "--info", "--help", "-c", "-i", "-h")) for f in flags):
         raise UserError(f"unknown flag(s) {' '.join(flags)}; vptbench run takes hydra overrides and -m")
-    if not flags or set(flags) <= {"-m", "--multirun"}:
-        _compose_all(overrides, multirun)
     import hydra
 
-    from .config import register_configs
+    from .grid import Grid
 
-    register_configs()
-    sys.argv = ["vptbench run"] + args
-    hydra.main(config_path=str(ABLATIONS), config_name="config", version_base="1.3")(_task)()
-    if _failures:
-        print(f"{len(_failures)} cell(s) failed:\n  " + "\n  ".join(_failures), file=sys.stderr)
+    if flags and not set(flags) <= {"-m", "--multirun"}:  # --cfg, --info, --help: hydra prints, nothing runs
+        _register()
+        sys.argv = ["vptbench run"] + args
+        hydra.main(config_path=str(ABLATIONS), config_name="config", version_base="1.3")(_task)()
+        return 0
+    grid = Grid(_compose_all(overrides, multirun))
+    grid.preflight()
+    if not grid.incomplete():  # a finished grid: no launcher, no work
+        for record in grid.stored_records():
+            print(json.dumps(record, sort_keys=True, default=str))
+        print(f"vptbench: all {len(grid)} cell(s) already in the store (rerun=true recomputes them)", file=sys.stderr)
+        return 0
+    deferred = multirun and _launcher(overrides) in LOCAL_PARALLEL and grid.has_speed()
+    if deferred:  # time speed alone, after the parallel part: co-running cells would skew it
+        overrides = overrides + [f"metrics=[{','.join(grid.metrics_without_speed())}]"]
+    with grid.progress():
+        if not deferred or grid.metrics_without_speed():
+            sys.argv = ["vptbench run"] + [f for f in flags] + overrides
+            hydra.main(config_path=str(ABLATIONS), config_name="config", version_base="1.3")(_task)()
+        if deferred:
+            for record in grid.run_speed_serially():
+                print(json.dumps(record, sort_keys=True, default=str), flush=True)
+    failed = grid.summary()
+    if failed:
+        print(f"vptbench: {len(failed)} of {len(grid)} cell(s) failed:\n  " + "\n  ".join(failed), file=sys.stderr)
         return 1
     return 0
 
@@ -180,7 +268,10 @@ def cmd_list(args: List[str]) -> int:
     print("recoverers: " + ", ".join(backbones.list_recoverers()))
     print("pipelines:  " + ", ".join(PIPELINES))
     print("data:       " + ", ".join(sorted(p.stem for p in (ABLATIONS / "data").glob("*.yaml"))))
-    print("experiments: " + ", ".join(sorted(p.stem for p in (ABLATIONS / "experiment").glob("*.yaml"))))
+    print("models:     " + ", ".join(sorted(p.stem for p in (ABLATIONS / "model").glob("*.yaml")))
+          + "  (model=NAME: a backbone with its published pruning)")
+    print("experiments: " + ", ".join(sorted(p.stem for p in (ABLATIONS / "experiment").glob("*.yaml")))
+          + "  (vptbench run -m experiment=NAME [preset=tiny])")
     return 0
 
 

@@ -19,3 +19,12 @@ def test_put_get_and_skip_foreign(tmp_path, caplog):
     assert [r["key"] for r in store.records()] == ["k1"]
     assert "torn.json" in caplog.text and "foreign.json" in caplog.text
     assert not list((tmp_path / "s").glob(".tmp-*"))  # no temp file left behind
+
+
+def test_records_are_readable_by_others_and_temp_files_hidden(tmp_path):
+    store = ResultStore(tmp_path)
+    path = store.put({"key": "k1", "status": "ok"})
+    assert path.stat().st_mode & 0o044  # not mkstemp's 0600: a shared store is read by others
+    assert ResultStore._temp_prefix().startswith(".tmp-")
+    (tmp_path / f"{ResultStore._temp_prefix()}x.json").write_text('{"key": "k9", "status": "ok"}')
+    assert [r["key"] for r in store.records()] == ["k1"]

@@ -1,0 +1,139 @@
+"""The cells of one `vptbench run`, followed through the results store.
+
+Jobs may run in this process, in joblib workers or on SLURM nodes, so nothing is learnt from their
+return values: progress and the final summary come from the store, which every launcher shares
+(a shared filesystem for SLURM). A cell is complete when its record is `ok` and holds every metric
+the command asked for; a cell with a failed record, or none at all (its job was killed), fails the
+command.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import replace
+from typing import Dict, Iterator, List, Tuple
+
+from .cell import METRIC_FIELDS, _short, run_cell
+from .config import Config
+from .store import ResultStore, cell_key
+
+__all__ = ["Grid"]
+
+POLL_S = 0.5  # how often the progress bar looks at the store
+
+
+def _complete(cfg: Config, rec: Dict | None) -> bool:
+    return bool(rec) and rec.get("status") == "ok" and all(
+        rec.get(f) is not None for m in cfg.metrics for f in METRIC_FIELDS[m])
+
+
+class Grid:
+    def __init__(self, cells: List[Config]):
+        # the unpruned baseline collapses several overrides to one cell: count and check it once
+        self.cells: Dict[Tuple[str, str], Config] = {}
+        for cfg in cells:
+            self.cells.setdefault((cfg.store, cell_key(cfg.cell_identity())), cfg)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def _record(self, store: str, key: str) -> Dict | None:
+        return ResultStore(store).get(key)
+
+    def preflight(self) -> None:
+        """Before any compute, fail in one line (ValueError) on a store that cannot be written or data
+        that cannot be loaded; remove temp files left by killed writers."""
+        for store in sorted({s for s, _ in self.cells}):
+            ResultStore(store).prepare()
+        datasets = sorted({cfg.data.name for cfg in self.cells.values() if "accuracy" in cfg.metrics})
+        if datasets:
+            from .data import load_split
+
+            for name in datasets:  # missing file, wrong shapes, NaNs: one line naming the fix
+                load_split(name)
+
+    def incomplete(self) -> List[Tuple[str, str]]:
+        """Cells this run has to compute (all of them with rerun)."""
+        return [sk for sk, cfg in self.cells.items() if cfg.rerun or not _complete(cfg, self._record(*sk))]
+
+    def stored_records(self) -> Iterator[Dict]:
+        for (store, key) in self.cells:
+            yield dict(self._record(store, key) or {"key": key, "status": "missing"}, skipped=True)
+
+    def has_speed(self) -> bool:
+        return any("speed" in cfg.metrics for cfg in self.cells.values())
+
+    def metrics_without_speed(self) -> List[str]:
+        wanted = {m for cfg in self.cells.values() for m in cfg.metrics} - {"speed"}
+        return [m for m in METRIC_FIELDS if m in wanted]
+
+    def run_speed_serially(self) -> Iterator[Dict]:
+        """Time the speed cells one at a time in this process (after a parallel pass)."""
+        for cfg in self.cells.values():
+            if "speed" in cfg.metrics:
+                yield run_cell(replace(cfg, metrics=["speed"]))
+
+    @contextlib.contextmanager
+    def progress(self):
+        """A tqdm bar on stderr over the grid's cells: done / skipped / failed, read from the store."""
+        from tqdm import tqdm
+
+        pending = {}
+        skipped = 0
+        for (store, key), cfg in self.cells.items():
+            rec = self._record(store, key)
+            if not cfg.rerun and _complete(cfg, rec):
+                skipped += 1
+            else:
+                pending[(store, key)] = ResultStore(store).mtime(key)
+        counts = {"done": 0, "skipped": skipped, "failed": 0}
+        bar = tqdm(total=len(self), initial=skipped, desc="cells", unit="cell", dynamic_ncols=True,
+                   mininterval=POLL_S)
+        bar.set_postfix(counts, refresh=True)
+        stop = threading.Event()
+
+        def poll() -> None:
+            for (store, key), seen in list(pending.items()):
+                now = ResultStore(store).mtime(key)
+                if now == seen:
+                    continue
+                pending[(store, key)] = now
+                rec = self._record(store, key)
+                outcome = "done" if _complete(self.cells[store, key], rec) else (
+                    "failed" if rec and rec.get("status") != "ok" else None)
+                if outcome:
+                    del pending[(store, key)]
+                    counts[outcome] += 1
+                    bar.update(1)
+                    bar.set_postfix(counts, refresh=True)
+
+        def loop() -> None:
+            while not stop.wait(POLL_S):
+                poll()
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield counts
+        finally:
+            stop.set()
+            thread.join()
+            poll()
+            bar.close()
+
+    def summary(self) -> List[str]:
+        """One line per cell that is not complete in the store."""
+        out = []
+        for (store, key), cfg in self.cells.items():
+            rec = self._record(store, key)
+            if _complete(cfg, rec):
+                continue
+            if rec is None:
+                why = "no record (its job was killed or crashed before writing; see the job's log)"
+            elif rec.get("status") != "ok":
+                why = rec.get("error") or "failed"
+            else:
+                why = "record lacks metrics " + ", ".join(
+                    m for m in cfg.metrics if any(rec.get(f) is None for f in METRIC_FIELDS[m]))
+            out.append(f"{key} ({_short(cfg)}): {why}")
+        return out
