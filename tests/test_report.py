@@ -84,3 +84,15 @@ def test_tex_escape_and_pareto_front():
 
 def test_grid_fixture_is_consistent():
     assert len({r["key"] for r in grid_records(seeds=(0, 1))}) == 2 * len(GRID)
+
+
+def test_modes_are_separate_cells_not_seeds():
+    recs = [record(), record(pruner="cluster", recoverer="interpolation", schedule=[(1, 9)], mpjpe_mm=170.0)]
+    recs.append(dict(recs[1], key="zs", mode="zeroshot", mpjpe_mm=180.0))
+    from bench.report.tables import efficiency_table
+
+    eff = efficiency_table(load_frame(recs))
+    rows = eff[eff["pruner"] == "cluster"].set_index("method")
+    assert rows.loc["cluster + interpolation", "MPJPE"] == 170.0  # records without `mode` trained from scratch
+    assert rows.loc["cluster + interpolation [zeroshot]", "MPJPE"] == 180.0
+    assert (rows["seeds"] == 1).all()

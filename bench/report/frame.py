@@ -15,7 +15,7 @@ __all__ = ["load_frame", "read_results", "method_name", "stages_label", "CELL_CO
 
 FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops")
 # what tells two cells apart in a table (the hash `key` also covers train/speed settings)
-CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "seed"]
+CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "mode", "seed"]
 METRICS = ["params_m", "gflops", "gflops_total", "clips_per_s", "frames_per_s", "latency_ms", "peak_mem_mb",
            "speed_cv", "mpjpe_mm", "p_mpjpe_mm", "mpjve_mm"]
 
@@ -36,6 +36,7 @@ def load_frame(records: Iterable[Dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame([_flatten(r) for r in records])
     if df.empty:
         return df
+    _default_mode(df)
     order = ["backbone", "preset", "pipeline", "pruner", "recoverer", "schedule"]
     return df.sort_values([c for c in order if c in df]).reset_index(drop=True)
 
@@ -56,6 +57,7 @@ def read_results(path: str) -> pd.DataFrame:
         raise ValueError(f"{path} does not exist; pass a results store directory or a results.csv")
     if df.empty:
         raise ValueError(f"{path} holds no records; run some cells into it first (vptbench run ... store=DIR)")
+    _default_mode(df)
     missing = [c for c in CELL_COLUMNS + ["status"] if c not in df]
     if missing:
         raise ValueError(f"{path} lacks column(s) {', '.join(missing)}; pass a store or a results.csv of `vptbench report`")
@@ -65,11 +67,19 @@ def read_results(path: str) -> pd.DataFrame:
     return df
 
 
+def _default_mode(df: pd.DataFrame) -> None:
+    """Records from before `mode` existed trained every model from scratch."""
+    if "mode" not in df:
+        df["mode"] = "scratch"
+    df["mode"] = df["mode"].fillna("scratch")
+
+
 def method_name(row) -> str:
     if row["pruner"] == "none":
         return "baseline"
     rec = "" if row["pipeline"] == "seq2frame" else f" + {row['recoverer']}"
-    return f"{row['pruner']}{rec}"
+    mode = row.get("mode", "scratch")
+    return f"{row['pruner']}{rec}" + ("" if mode in ("scratch", None) or mode != mode else f" [{mode}]")
 
 
 def stages_label(schedule: str) -> str:

@@ -40,7 +40,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     stages = ok["schedule"].map(lambda s: len(json.loads(s)))
     out = pd.DataFrame({
         "backbone": ok["backbone"], "preset": ok["preset"], "data": ok["data"], "frames": ok["frames"],
-        "pipeline": ok["pipeline"], "pruner": ok["pruner"], "recoverer": ok["recoverer"],
+        "pipeline": ok["pipeline"], "pruner": ok["pruner"], "recoverer": ok["recoverer"], "mode": ok["mode"],
         "method": ok.apply(method_name, axis=1), "schedule": ok["schedule"], "stages": stages,
         "schedule (tokens@layer)": ok["schedule"].map(stages_label),
         "params (M)": ok["params_m"], "GFLOPs": ok["gflops"],
@@ -105,7 +105,7 @@ def build_tables(df: pd.DataFrame) -> List[Table]:
     # pruner x recoverer: MPJPE at each schedule
     tables += _pivots(pruned.assign(**{"pruner / recoverer": pruned["pruner"]}), "pruner / recoverer", "recoverer",
                       "MPJPE", "pruner_recoverer", "MPJPE (mm), pruner × recoverer",
-                      BLOCK + ["schedule (tokens@layer)"])
+                      BLOCK + ["mode", "schedule (tokens@layer)"])
     # layer x tokens, single-stage schedules
     one = pruned[pruned["stages"] == 1].copy()
     one["layer / tokens"] = one["schedule"].map(lambda s: json.loads(s)[0][0])
