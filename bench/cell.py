@@ -157,7 +157,7 @@ def _train(cfg: Config, model, train_seqs, checkpoint: Path) -> Dict[str, Any]:
                       seed=cfg.seed, loss=t.loss, tc_weight=t.tc_weight, vel_weight=t.vel_weight,
                       lr_schedule=t.lr_schedule, epoch_steps=t.epoch_steps, lr_decay=t.lr_decay, minutes=t.minutes,
                       checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, progress=t.progress,
-                      desc=_short(cfg))
+                      desc=_short(cfg), flip_augment=t.flip_augment)
     out.pop("train_losses_mm")  # the curve stays out of the record
     return out
 

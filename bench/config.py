@@ -75,6 +75,7 @@ class TrainCfg:
     weight_decay: float = 0.01
     threads: int = 0                  # torch threads while training; 0 = leave as is
     progress: bool = True             # tqdm bar on stderr
+    flip_augment: bool = True         # mirror half the training clips (reference data_augmentation=1)
     loss: str = "mpjpe"               # mpjpe | mixste (weighted MPJPE + temporal consistency + velocity)
     tc_weight: float = 0.5            # mixste: temporal-consistency coefficient (reference A.7)
     vel_weight: float = 2.0           # mixste: velocity-error coefficient (reference A.7)

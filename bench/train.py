@@ -8,7 +8,9 @@ data epochs, so an "epoch" is a fixed number of steps). Seeded window sampling; 
 same loss curve. With a checkpoint path, model, optimiser, scheduler, RNG states and step are saved
 atomically every `checkpoint_every` steps and a rerun resumes there, ending with the same weights as an
 uninterrupted run. seq2frame models train against ground truth at the frames they kept (reference A.6),
-seq2seq models on every output frame.
+seq2seq models on every output frame. Flip augmentation (`flip_augment`, the reference's
+`data_augmentation=1`): each training clip is mirrored (x negated, left/right joints swapped, in the 2D
+input and the 3D target alike) with probability 1/2, drawn from the seeded sampler.
 
 Evaluation (reference E): seq2seq on non-overlapping clips covering each sequence, the edge clips
 padded with replicated frames and the padded outputs counted; seq2frame on one centred, edge-padded
@@ -104,13 +106,16 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
                 tc_weight: float = 0.5, vel_weight: float = 2.0, lr_schedule: str = "cosine",
                 epoch_steps: int = 100, lr_decay: float = 0.99, minutes: float = 0.0,
                 checkpoint: Optional[Path] = None, checkpoint_every: int = 0, progress: bool = True,
-                desc: str = "train") -> Dict:
+                desc: str = "train", flip_augment: bool = True) -> Dict:
     """Train in place; returns {train_steps, train_loss_mm (mean of the last 10% of steps), train_s,
     train_stop ('steps' | 'minutes')}. `minutes` > 0 stops early once that much wall time has passed in
     this run (checked after each step). `checkpoint` (a file) is resumed from when it exists and written every `checkpoint_every`
     steps; the caller deletes it once the result is safe elsewhere."""
     if loss not in LOSSES:
         raise ValueError(f"unknown train.loss {loss!r}; valid: {', '.join(LOSSES)}")
+    if flip_augment and model.backbone.num_joints != len(MIXSTE_JOINT_WEIGHTS):
+        raise ValueError(f"training flip augmentation needs the 17-joint H36M skeleton, the model has "
+                         f"{model.backbone.num_joints} joints; set train.flip_augment=false")
     if steps == 0:
         return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0, "train_stop": "steps"}
     index = train_windows(sequences, frames, stride)
@@ -141,6 +146,9 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
         pick = rng.integers(0, len(index), size=batch_size)
         x, y = fetch_windows(sequences, [index[i] for i in pick], frames)
         x, y = torch.from_numpy(model_input(x, in_chans)), torch.from_numpy(y)
+        if flip_augment:
+            mirror = torch.from_numpy(rng.random(batch_size) < 0.5)[:, None, None, None]
+            x, y = torch.where(mirror, flip_poses(x), x), torch.where(mirror, flip_poses(y), y)
         if seq2frame:
             pred, stage_idx = model.forward_with_index(x, kept_only=True)
             if stage_idx:

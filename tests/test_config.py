@@ -54,7 +54,7 @@ def test_seq2frame_drops_recoverer():
     (dict(name="h36m"), "dataset 'h36m' needs paths="),
     (dict(name="h36m", paths={"3d": "a", "2d": "b", "poses": "c"}), "unknown paths keys ['poses']"),
     (dict(name="realmocap", paths={"3d": "a", "2d": "b"}), "paths is only for dataset 'h36m'"),
-    (dict(name="realmocap", noise_px=-1.0), "noise_px must be >= 0"),
+    (dict(name="realmocap", noise_px=-1.0), r"noise_px=-1.0 must be a finite number >= 0"),
     (dict(name="synthetic", noise_px=2.0), "only for dataset 'realmocap'"),
 ])
 def test_data_config_checked_before_compute_when_accuracy_is_asked(data, needle):

@@ -30,7 +30,7 @@ BAD = [  # (overrides, text the one-line error must contain)
     (["data=h37m"], "realmocap"),
     (["data=h36m", "metrics=[accuracy]"], "data file data/data_3d_h36m.npz not found"),
     (["data=h36m", "data.paths={3d: a.npz}", "metrics=[accuracy]"], "data file a.npz not found"),
-    (["data.noise_px=-2", "metrics=[accuracy]"], "noise_px must be >= 0"),
+    (["data.noise_px=-2", "metrics=[accuracy]"], "noise_px=-2.0 must be a finite number >= 0"),
     (["mode=zeroshot", *CLUSTER, "schedule=[[1,9]]"], "learnable parameters"),
     (["mode=sometimes"], "valid: scratch, finetune, zeroshot"),
     (["speed.precision=int4"], "valid: fp32, bf16, fp16"),

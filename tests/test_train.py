@@ -170,3 +170,49 @@ def test_finetune_and_zeroshot_share_one_cached_baseline(tmp_path, monkeypatch):
     for r in (fine, zero, base):
         assert r["mpjpe_mm"] > 0 and r["p_mpjpe_mm"] > 0 and r["mpjve_mm"] > 0
     assert zero["mpjpe_mm"] != fine["mpjpe_mm"]
+
+
+def test_flip_augmentation_mirrors_input_and_target_together(data, tmp_path, monkeypatch):
+    """Every training clip is either the window as sampled or its mirror, 2D input and 3D target alike;
+    both occur; switched off, nothing is mirrored."""
+    train, _ = data
+    fed = []
+    real_objective = bench.train.mpjpe_loss
+    model = bench.cell.build_model(_cfg(tmp_path))
+    real_forward = model.forward
+
+    def spy_forward(x, *a, **kw):
+        fed.append([x.detach().clone()])
+        return real_forward(x, *a, **kw)
+
+    def spy_loss(pred, y):
+        if pred.requires_grad and len(fed[-1]) == 1:                # the objective call, not the logging one
+            fed[-1].append(y.detach().clone())
+        return real_objective(pred, y)
+
+    sampled = []
+    real_fetch = bench.train.fetch_windows
+    monkeypatch.setattr(bench.train, "fetch_windows", lambda *a: sampled.append(real_fetch(*a)) or sampled[-1])
+    monkeypatch.setattr(model, "forward", spy_forward)
+    monkeypatch.setattr(bench.train, "mpjpe_loss", spy_loss)
+    _train(model, train, steps=8, batch_size=4)
+    kinds = []
+    for (x, y), (x0, y0) in zip(fed, sampled):
+        for i in range(len(x)):
+            plain = torch.equal(x[i], torch.from_numpy(x0[i])) and torch.equal(y[i], torch.from_numpy(y0[i]))
+            mirrored = (torch.allclose(x[i], flip_poses(torch.from_numpy(x0[i])))
+                        and torch.allclose(y[i], flip_poses(torch.from_numpy(y0[i]))))
+            assert plain != mirrored, "a clip was neither the sampled window nor its mirror (or input/target disagree)"
+            kinds.append(mirrored)
+    assert len(kinds) == 32 and 0 < sum(kinds) < 32
+
+    fed.clear(), sampled.clear()
+    _train(model, train, steps=3, batch_size=4, flip_augment=False)
+    assert all(torch.equal(x, torch.from_numpy(x0)) for (x, *_), (x0, _) in zip(fed, sampled))
+
+
+def test_flip_augmentation_needs_the_h36m_skeleton(tmp_path):
+    model = bench.cell.build_model(_cfg(tmp_path))
+    model.backbone.num_joints = 16                                     # as a model of another skeleton would say
+    with pytest.raises(ValueError, match="train.flip_augment=false"):
+        _train(model, [], steps=2)

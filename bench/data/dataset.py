@@ -10,6 +10,8 @@ pass a pair (path_3d, path_2d) or triple (path_3d, path_2d, cameras_json) of Vid
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence as Seq, Tuple, Union
 
@@ -113,8 +115,10 @@ def check_data(name: str, paths: Optional[Mapping] = None, noise_px: float = 0.0
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of {list(DATASETS)}")
-    if noise_px < 0 or (noise_px and name != "realmocap"):
-        raise ValueError(f"noise_px must be >= 0 and is only for dataset 'realmocap' (got {noise_px} for {name!r})")
+    if noise_px and name != "realmocap":
+        raise ValueError(f"noise_px is only for dataset 'realmocap', not {name!r}; drop it or set data=realmocap")
+    if not math.isfinite(noise_px) or noise_px < 0:
+        raise ValueError(f"noise_px={noise_px} must be a finite number >= 0 (pixels of 2D jitter; 0 = off)")
     if name == "h36m":
         for path in _paths_from_mapping(paths):
             _require_file(path, H36M_HOW_TO_GET)
@@ -135,13 +139,10 @@ def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
         paths: for 'h36m', {'3d': path, '2d': path[, 'cameras': json]}.
         noise_px: for 'realmocap', std of Gaussian detector-like 2D jitter in pixels (0 = off).
     """
-    if name_or_paths == "h36m":
-        return sequences_from_motion(load_h36m_motion(*_paths_from_mapping(paths)), cameras)
-    if noise_px and name_or_paths != "realmocap":
-        raise ValueError(f"noise_px is only for dataset 'realmocap', not {name_or_paths!r}; drop it")
-    if paths is not None:
-        raise ValueError(f"paths= is only for dataset 'h36m', not {name_or_paths!r}; drop it or set name: h36m")
     if isinstance(name_or_paths, str) and name_or_paths in DATASETS:
+        check_data(name_or_paths, paths, noise_px)  # the same one-line errors as a config gets
+        if name_or_paths == "h36m":
+            return sequences_from_motion(load_h36m_motion(*_paths_from_mapping(paths)), cameras)
         if name_or_paths == "realmocap":
             # lazy: importing it with the package would make `python -m bench.data.realmocap` warn
             from .realmocap import load_realmocap_motion
@@ -153,6 +154,9 @@ def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
     if isinstance(name_or_paths, (str, Path)):
         raise ValueError(f"unknown dataset '{name_or_paths}'; choose one of {list(DATASETS)} "
                          "or pass (path_3d, path_2d[, cameras_json]) of VideoPose3D-format files")
+    if noise_px or paths is not None:
+        raise ValueError("noise_px and paths= are for named datasets ('realmocap', 'h36m'); drop them when "
+                         "passing VideoPose3D file paths directly")
     paths = list(name_or_paths)
     if len(paths) not in (2, 3):
         raise ValueError(f"expected (path_3d, path_2d[, cameras_json]), got {len(paths)} paths")
