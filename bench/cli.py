@@ -108,11 +108,13 @@ def _compose_all(overrides: List[str], multirun: bool) -> list:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(ABLATIONS), version_base="1.3"):
-            if multirun:  # the experiment's own grid (hydra.sweeper.params), command line wins
+            if multirun:  # the experiment's own grid (hydra.sweeper.params); the command line wins,
+                # a fixed value pinning the key as a sweep replaces it (as hydra's BasicSweeper does)
+                pinned = {o.get_key_element() for o in parsed if not o.is_sweep_override()}
                 base = compose("config", overrides=fixed, return_hydra_config=True)
                 params = base.hydra.sweeper.params
                 for key, val in (OmegaConf.to_container(params, resolve=True) if params else {}).items():
-                    if key not in sweeps:
+                    if key not in sweeps and key not in pinned:
                         o = parser.parse_override(f"{key}={val}")
                         sweeps[key] = [f"{key}={v}" for v in _sweep_values(o)] if o.is_sweep_override() else [o.input_line]
             cells = []

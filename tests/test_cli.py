@@ -97,3 +97,18 @@ def test_list_and_unknown_command():
         assert name in out
     proc = vptbench("frobnicate", check=False)
     assert proc.returncode == 2 and "valid commands" in proc.stderr
+
+
+def test_fixed_override_pins_a_key_the_experiment_sweeps():
+    """`-m experiment=X key=v` runs the experiment's grid at key=v only (hydra's BasicSweeper does the
+    same), a sweep on the command line replaces the experiment's values, the rest stays swept."""
+    from bench.cli import _compose_all
+
+    cells = _compose_all(["experiment=finetune_vs_zeroshot", "schedule=[[1,9]]", "seed=1", "pruner=cluster"],
+                         multirun=True)
+    assert len(cells) == 3                                          # the three recoverers
+    assert {(c.pruner.name, str(c.schedule), c.seed) for c in cells} == {("cluster", "[[1, 9]]", 1)}
+    assert sorted(c.recoverer.name for c in cells) == ["attention", "interpolation", "nearest"]
+    swept = _compose_all(["experiment=finetune_vs_zeroshot", "seed=0,2", "pruner=uniform", "recoverer=nearest"],
+                         multirun=True)
+    assert sorted({c.seed for c in swept}) == [0, 2] and len(swept) == 2 * 3  # seeds x the experiment's schedules

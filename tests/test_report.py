@@ -96,3 +96,28 @@ def test_modes_are_separate_cells_not_seeds():
     assert rows.loc["cluster + interpolation", "MPJPE"] == 170.0  # records without `mode` trained from scratch
     assert rows.loc["cluster + interpolation [zeroshot]", "MPJPE"] == 180.0
     assert (rows["seeds"] == 1).all()
+
+
+def test_modes_table_pairs_each_seed_with_its_own_baseline():
+    """finetune vs zeroshot side by side; Δ is the mean ± std over seeds of (pruned − baseline of the same
+    seed), so a baseline seed spread of 10 mm that the pruned cells inherit cancels out."""
+    recs = []
+    for seed, base in ((0, 100.0), (1, 110.0), (2, 120.0)):
+        recs.append(record(seed=seed, mpjpe_mm=base))
+        sched = [(1, 9)]
+        recs.append(dict(record("cluster", "interpolation", sched, seed, mpjpe_mm=base + 1.0 + seed), mode="finetune", key=f"f{seed}"))
+        recs.append(dict(record("cluster", "interpolation", sched, seed, mpjpe_mm=base + 3.0), mode="zeroshot", key=f"z{seed}"))
+    recs.append(dict(record("uniform", "attention", [(1, 9)], 0, mpjpe_mm=150.0), mode="finetune", key="u0"))
+    tab = _tables(recs)["modes"]
+    rows = tab.frame.set_index(["pruner", "recoverer"])
+    cluster = rows.loc[("cluster", "interpolation")]
+    assert cluster["finetune"] == pytest.approx(112.0) and cluster["finetune std"] == pytest.approx(11.0)
+    assert cluster["Δ finetune"] == pytest.approx(2.0) and cluster["Δ finetune std"] == pytest.approx(1.0)
+    assert cluster["Δ zeroshot"] == pytest.approx(3.0) and cluster["Δ zeroshot std"] == pytest.approx(0.0)
+    assert cluster["n zeroshot"] == 3
+    uniform = rows.loc[("uniform", "attention")]
+    assert uniform["Δ finetune"] == pytest.approx(50.0) and pd.isna(uniform["zeroshot"])
+    md = tab.markdown()
+    assert "+2.0 ± 1.0" in md and "**112.0 ± 11.0**" in md and "MPJPE 110.0 ± 10.0 mm (n=3)" in md
+    # one mode only: no such table
+    assert "modes" not in _tables([r for r in recs if r.get("mode") != "zeroshot"])

@@ -9,6 +9,7 @@ from typing import List
 import numpy as np
 import pandas as pd
 
+from ..config import MODES
 from .frame import aggregate_seeds, load_frame, method_name, stages_label
 from .render import HIGHER, LOWER, Table, best_mask
 
@@ -96,6 +97,60 @@ def _pivots(t: pd.DataFrame, rows: str, cols: str, value: str, name: str, title:
     return out
 
 
+def _paired_delta(df: pd.DataFrame) -> pd.DataFrame:
+    """ΔMPJPE of each pruned record against the baseline of the same seed (which a finetune/zeroshot cell
+    starts from), mean and std over seeds: the baseline's own seed spread cancels out."""
+    keys = BLOCK + ["pruner", "recoverer", "schedule (tokens@layer)", "mode"]
+    if "mpjpe_mm" not in df:
+        return pd.DataFrame(columns=["Δ", "Δ std"], index=pd.MultiIndex.from_tuples([], names=keys))
+    ok = df[(df["status"] == "ok") & df["mpjpe_mm"].notna()]
+    base = ok[ok["pruner"] == "none"].groupby(BLOCK + ["seed"])["mpjpe_mm"].first().rename("base")
+    pruned = ok[ok["pruner"] != "none"].join(base, on=BLOCK + ["seed"])
+    pruned = pruned.assign(delta=pruned["mpjpe_mm"] - pruned["base"],
+                           **{"schedule (tokens@layer)": pruned["schedule"].map(stages_label)})
+    g = pruned.dropna(subset=["delta"]).groupby(keys)["delta"]
+    return pd.concat([g.mean().rename("Δ"), g.std(ddof=1).rename("Δ std")], axis=1)
+
+
+def _modes(t: pd.DataFrame, df: pd.DataFrame) -> List[Table]:
+    """Each pruned method in every mode the store holds (e.g. finetune vs zeroshot), side by side:
+    MPJPE mean ± std over seeds, the paired Δ against the same seed's baseline (mean ± std) and the
+    number of seeds, per mode."""
+    paired = _paired_delta(df)
+    t = t.join(paired, on=BLOCK + ["pruner", "recoverer", "schedule (tokens@layer)", "mode"])
+    out = []
+    for key, part in t.groupby(BLOCK, sort=False):
+        pruned = part[(part["pruner"] != "none") & part["MPJPE"].notna()]
+        modes = [m for m in MODES if m in set(pruned["mode"])]
+        if len(modes) < 2:
+            continue
+        rows = ["pruner", "recoverer", "schedule (tokens@layer)"]
+        grid = pruned.pivot_table(index=rows + ["stages"], columns="mode", values=["MPJPE", "MPJPE std", "Δ", "Δ std", "seeds"],
+                                  aggfunc="first", dropna=False)
+        frame = pruned.groupby(rows + ["stages"], sort=False)["GFLOPs"].first().rename("GFLOPs").to_frame()
+        for m in modes:
+            for value, name in (("MPJPE", m), ("MPJPE std", f"{m} std"), ("Δ", f"Δ {m}"), ("Δ std", f"Δ {m} std"),
+                                ("seeds", f"n {m}")):
+                frame[name] = grid[(value, m)] if (value, m) in grid else np.nan
+        frame = frame.reset_index().sort_values(["pruner", "recoverer", "stages", "schedule (tokens@layer)"])
+        frame = frame.drop(columns="stages").reset_index(drop=True)
+        base = part[part["pruner"] == "none"]
+        note = ""
+        if not base.empty and pd.notna(base["MPJPE"].iloc[0]):
+            b = base.iloc[0]
+            spread = f" ± {b['MPJPE std']:.1f}" if pd.notna(b["MPJPE std"]) else ""
+            note = (f"Baseline (unpruned, trained once per seed): {b['GFLOPs']:.4f} GFLOPs, MPJPE {b['MPJPE']:.1f}{spread} mm "
+                    f"(n={b['seeds']:.0f}). Δ: paired difference to the baseline trained with the same seed, mean ± std over "
+                    "seeds (the baseline's own seed spread cancels out).")
+        tab = Table("modes", f"MPJPE (mm) by evaluation mode ({', '.join(map(str, key))})", frame,
+                    fmt={c: ("{:.4f}" if c == "GFLOPs" else "{:+.1f}" if c.startswith("Δ") else "{:.0f}" if c.startswith("n ")
+                             else "{:.1f}") for c in frame.columns if c not in rows},
+                    std={**{m: f"{m} std" for m in modes}, **{f"Δ {m}": f"Δ {m} std" for m in modes}},
+                    best=best_mask(frame, {m: LOWER for m in modes}), note=note)
+        out.append(tab)
+    return out
+
+
 def build_tables(df: pd.DataFrame) -> List[Table]:
     t = efficiency_table(df)
     if t.empty:
@@ -106,6 +161,7 @@ def build_tables(df: pd.DataFrame) -> List[Table]:
     tables += _pivots(pruned.assign(**{"pruner / recoverer": pruned["pruner"]}), "pruner / recoverer", "recoverer",
                       "MPJPE", "pruner_recoverer", "MPJPE (mm), pruner × recoverer",
                       BLOCK + ["mode", "schedule (tokens@layer)"])
+    tables += _modes(t, df)
     # layer x tokens, single-stage schedules
     one = pruned[pruned["stages"] == 1].copy()
     one["layer / tokens"] = one["schedule"].map(lambda s: json.loads(s)[0][0])
