@@ -184,9 +184,27 @@ def _trained_baseline(cfg: Config, train_seqs, path: Path) -> Tuple[Dict[str, to
 PRUNED_ONLY = ("pos_embed_token.", "recoverer.", "pruner.")
 
 
+def _fit_frame_norms(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """MotionAGFormer's temporal GCN normalises per frame (BatchNorm1d over the frame axis), so after a
+    pruning stage it has one channel per kept frame where the baseline has one per input frame. Which
+    frames are kept changes from clip to clip, so each kept slot starts from the baseline's mean over
+    frames (an approximation for zeroshot; finetune trains it further)."""
+    state = dict(state)
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) or mod.num_features >= model.num_frames:
+            continue
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            key = f"{name}.{part}"
+            if key in state and state[key].shape == (model.num_frames,):
+                state[key] = state[key].mean().expand(mod.num_features).clone()
+    return state
+
+
 def load_baseline(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> None:
     """Load unpruned baseline weights into a (pruned) model; only the pruned model's own extra parameters
-    may be missing, anything else (unexpected or missing keys, shape mismatches) is a one-line error."""
+    may be missing and frame-sized norms are fitted (`_fit_frame_norms`); anything else (unexpected or
+    missing keys, shape mismatches) is a one-line error."""
+    state = _fit_frame_norms(model, state)
     try:
         res = model.load_state_dict(state, strict=False)
     except RuntimeError as e:

@@ -1,6 +1,7 @@
 """Training objective, schedules, seeding, checkpoint/resume, flip TTA, and finetune/zeroshot cells."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -170,6 +171,23 @@ def test_finetune_and_zeroshot_share_one_cached_baseline(tmp_path, monkeypatch):
     for r in (fine, zero, base):
         assert r["mpjpe_mm"] > 0 and r["p_mpjpe_mm"] > 0 and r["mpjve_mm"] > 0
     assert zero["mpjpe_mm"] != fine["mpjpe_mm"]
+
+
+def test_motionagformer_frame_sized_norms_start_from_the_baseline_mean(tmp_path):
+    """Its temporal GCN has a BatchNorm over frames: 27 channels in the baseline, 9 after pruning to 9.
+    finetune and zeroshot cells run, and each kept slot holds the baseline's mean over frames."""
+    def cfg(**kw):
+        return dataclasses.replace(_cfg(tmp_path, **kw), backbone=BackboneCfg("motionagformer", {"depth": 2, "embed_dim": 16}))
+
+    zero = bench.cell.run_cell(cfg(pruner="cluster", schedule=[[1, 9]], mode="zeroshot"))
+    fine = bench.cell.run_cell(cfg(pruner="cluster", schedule=[[1, 9]], mode="finetune"))
+    assert (zero["status"], fine["status"]) == ("ok", "ok"), (zero.get("error"), fine.get("error"))
+    state = torch.load(next((tmp_path / "checkpoints").glob("*.pt")), weights_only=False)["model"]
+    model = bench.cell.build_model(cfg(pruner="cluster", schedule=[[1, 9]], mode="zeroshot"))
+    bench.cell.load_baseline(model, state)
+    key = "backbone.layers.1.graph_temporal.mixer.batch_norm.running_var"
+    assert state[key].shape == (27,) and torch.allclose(model.state_dict()[key], state[key].mean().expand(9))
+    assert torch.equal(model.state_dict()[key.replace(".1.", ".0.")], state[key.replace(".1.", ".0.")])  # before pruning
 
 
 def test_flip_augmentation_mirrors_input_and_target_together(data, tmp_path, monkeypatch):
