@@ -134,4 +134,17 @@ def resolve_config(presets: Dict[str, Any], preset: str, overrides: Dict[str, An
         raise ValueError(f"unknown {family} option(s) {', '.join(bad)}; valid options: {', '.join(sorted(fields))}")
     # configs are frozen (hashable): sequences from a config file or a schedule arrive as lists
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    for key, value in overrides.items():
+        _check_type(family, key, getattr(base, key), value)
     return dataclasses.replace(base, **overrides)
+
+
+def _check_type(family: str, key: str, default: Any, value: Any) -> None:
+    """An override must have its preset value's type (an int where a float is expected is fine), so that
+    `depth=x` is a one-line error here, not a failure deep inside the model's constructor."""
+    want = type(default)
+    if default is None or isinstance(value, want) and not (want is int and isinstance(value, bool)):
+        return
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return
+    raise ValueError(f"{family} option {key} must be {want.__name__} (like {default!r}), got {value!r}")

@@ -62,6 +62,7 @@ BAD = [  # (overrides, text the one-line error must contain)
     (["+speed.turbo=true"], "unknown config key 'speed.turbo'"),
     (["backbone.overrides.depth=2"], "+backbone.overrides.depth"),
     (["+backbone.overrides.dim=30"], "valid options"),
+    (["+backbone.overrides.depth=x"], "mixste option depth must be int (like "),
     (["-m", "pruner=cluster,foo", "recoverer=attention", "schedule=[[1,9]]"], "cluster"),
     (["pruner=cluster,uniform"], "add -m"),
     (["schedule=[[1,9]"], "'[[1,9]'"),
