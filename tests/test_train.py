@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -216,3 +217,44 @@ def test_flip_augmentation_needs_the_h36m_skeleton(tmp_path):
     model.backbone.num_joints = 16                                     # as a model of another skeleton would say
     with pytest.raises(ValueError, match="train.flip_augment=false"):
         _train(model, [], steps=2)
+
+
+def test_mhformer_epoch_decay_is_large_every_fifth_epoch():
+    """MHFormer's loop: after epoch e (1-based), lr x 0.5 if e % 5 == 0 else x 0.95."""
+    f = _lr_lambda("epoch", 10 ** 6, warmup_steps=0, epoch_steps=10, lr_decay=0.95, lr_decay_large=0.5,
+                   lr_decay_large_every=5)
+    lr, want = 1.0, []
+    for epoch in range(1, 13):
+        want.append(lr)                                               # the rate used during this epoch
+        lr *= 0.5 if epoch % 5 == 0 else 0.95
+    assert [f(10 * e + 3) for e in range(12)] == pytest.approx(want)
+
+
+def test_epoch_budget_and_adam_amsgrad(data, tmp_path, monkeypatch):
+    train, _ = data
+    made = []
+    real_adam = torch.optim.Adam
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, **kw: made.append(kw) or real_adam(params, **kw))
+    model = bench.cell.build_model(_cfg(tmp_path))
+    windows = len(bench.train.train_windows(train, model.num_frames, 9))
+    out = _train(model, train, steps=1, epochs=0.5, epoch_steps=0, batch_size=16, optimizer="adam", amsgrad=True)
+    per_epoch = math.ceil(windows / 16)                               # epoch_steps=0: one pass over the windows
+    assert per_epoch > 2 and out["train_steps"] == math.ceil(0.5 * per_epoch)   # epochs override steps
+    assert made == [dict(lr=1e-3, weight_decay=0.01, amsgrad=True)]
+    with pytest.raises(ValueError, match="valid: adamw, adam"):
+        _train(model, train, optimizer="sgd")
+
+
+@pytest.mark.parametrize("recipe, expect", [
+    ("mixste", dict(optimizer="adamw", lr=4e-5, weight_decay=0.1, lr_decay=0.99, epochs=160, batch_size=4,
+                    loss="mixste", lr_decay_large_every=0, stride=243)),
+    ("mhformer", dict(optimizer="adam", amsgrad=True, lr=1e-3, weight_decay=0.0, lr_decay=0.95, lr_decay_large=0.5,
+                      lr_decay_large_every=5, epochs=20, batch_size=128, loss="mpjpe", stride=1)),
+])
+def test_paper_recipes_compose(recipe, expect):
+    from bench.cli import _compose_all
+
+    (cfg,) = _compose_all([f"recipe={recipe}", "metrics=[accuracy]"], multirun=False)
+    assert cfg.data.train_stride == expect.pop("stride")
+    assert cfg.train.lr_schedule == "epoch" and cfg.train.epoch_steps == 0 and cfg.train.flip_augment
+    assert {k: getattr(cfg.train, k) for k in expect} == expect
