@@ -63,6 +63,11 @@ class DataCfg:
     noise_px: float = 0.0                                     # realmocap only: detector-like 2D jitter (px std)
 
 
+# Training options added after stores existed: while at the value that reproduces the earlier behaviour
+# they stay out of a cell's identity, so existing records and cached baselines keep their keys.
+NEUTRAL_TRAIN_OPTIONS = {"optimizer": "adamw", "amsgrad": False, "epochs": 0.0, "lr_decay_large_every": 0}
+
+
 @dataclass
 class TrainCfg:
     # defaults suit the tiny presets on a CPU: small batches and a warmed-up 2e-3 learn fastest per
@@ -187,6 +192,11 @@ class Config:
             d.pop(k)
         for k in ("progress", "checkpoint_every", "threads"):  # how it runs, not what it computes
             d["train"].pop(k)
+        for k, neutral in NEUTRAL_TRAIN_OPTIONS.items():
+            if d["train"][k] == neutral:
+                d["train"].pop(k)
+        if "lr_decay_large_every" not in d["train"]:
+            d["train"].pop("lr_decay_large")  # unused
         return d
 
     def baseline_identity(self) -> Dict[str, Any]:

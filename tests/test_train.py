@@ -258,3 +258,21 @@ def test_paper_recipes_compose(recipe, expect):
     assert cfg.data.train_stride == expect.pop("stride")
     assert cfg.train.lr_schedule == "epoch" and cfg.train.epoch_steps == 0 and cfg.train.flip_augment
     assert {k: getattr(cfg.train, k) for k in expect} == expect
+
+
+def test_options_at_their_neutral_value_keep_existing_keys():
+    """Adding a training option must not re-key every stored cell: at the value that reproduces the old
+    behaviour it is left out of the identity. The keys below are those of records written before
+    train.optimizer/amsgrad/epochs/lr_decay_large existed; if this fails, a new option changed every
+    cell's key: list it in NEUTRAL_TRAIN_OPTIONS, or update the keys on purpose."""
+    from bench.store import cell_key
+
+    common = dict(backbone=BackboneCfg("mixste"), preset=PresetCfg("tiny"), metrics=["accuracy"])
+    base = Config(**common)
+    pruned = Config(pruner=PrunerCfg("cluster"), recoverer=RecovererCfg("interpolation"), schedule=[[1, 9]],
+                    mode="finetune", train=TrainCfg(finetune_steps=300), **common)
+    assert (cell_key(base.cell_identity()), cell_key(pruned.cell_identity())) == ("679b3b2e1031524a", "c03b01a5b1b78602")
+    assert "optimizer" not in base.cell_identity()["train"]
+    mh = Config(train=TrainCfg(optimizer="adam", amsgrad=True, lr_decay_large_every=5), **common)
+    assert {"optimizer", "amsgrad", "lr_decay_large", "lr_decay_large_every"} <= set(mh.cell_identity()["train"])
+    assert cell_key(mh.cell_identity()) != cell_key(base.cell_identity())
