@@ -151,13 +151,16 @@ def _train(cfg: Config, model, train_seqs, checkpoint: Path) -> Dict[str, Any]:
     from .train import train_model
 
     t = cfg.train
-    steps = t.finetune_steps if cfg.mode == "finetune" and t.finetune_steps else t.steps
+    own_budget = cfg.mode == "finetune" and t.finetune_steps > 0
+    steps = t.finetune_steps if own_budget else t.steps
     out = train_model(model, train_seqs, frames=model.num_frames, stride=cfg.data.train_stride, steps=steps,
                       batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
                       seed=cfg.seed, loss=t.loss, tc_weight=t.tc_weight, vel_weight=t.vel_weight,
                       lr_schedule=t.lr_schedule, epoch_steps=t.epoch_steps, lr_decay=t.lr_decay, minutes=t.minutes,
                       checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, progress=t.progress,
-                      desc=_short(cfg), flip_augment=t.flip_augment)
+                      desc=_short(cfg), flip_augment=t.flip_augment, optimizer=t.optimizer, amsgrad=t.amsgrad,
+                      epochs=0.0 if own_budget else t.epochs, lr_decay_large=t.lr_decay_large,
+                      lr_decay_large_every=t.lr_decay_large_every)
     out.pop("train_losses_mm")  # the curve stays out of the record
     return out
 

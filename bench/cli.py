@@ -272,6 +272,8 @@ def cmd_list(args: List[str]) -> int:
     print("data:       " + ", ".join(sorted(p.stem for p in (ABLATIONS / "data").glob("*.yaml"))))
     print("models:     " + ", ".join(sorted(p.stem for p in (ABLATIONS / "model").glob("*.yaml")))
           + "  (model=NAME: a backbone with its published pruning)")
+    print("recipes:    " + ", ".join(sorted(p.stem for p in (ABLATIONS / "recipe").glob("*.yaml")))
+          + "  (recipe=NAME: a paper's training recipe, for paper presets on a GPU)")
     print("experiments: " + ", ".join(sorted(p.stem for p in (ABLATIONS / "experiment").glob("*.yaml")))
           + "  (vptbench run -m experiment=NAME [preset=tiny])")
     return 0

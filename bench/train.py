@@ -1,10 +1,12 @@
 """Short training runs and evaluation for grid cells (tiny presets on a CPU, paper presets on a GPU).
 
-Training: AdamW; loss `mpjpe` (root zeroed in prediction and target) or `mixste` (reference A.7:
+Training: AdamW (or Adam, optionally amsgrad, as the MHFormer recipe); loss `mpjpe` (root zeroed in prediction and target) or `mixste` (reference A.7:
 joint-weighted MPJPE + 0.5 x temporal consistency + 2.0 x velocity error); learning rate either linear
 warm-up then cosine decay over the step budget (`cosine`), or the reference's per-epoch decay (`epoch`:
-lr x `lr_decay` after every `epoch_steps` optimiser steps, after the same warm-up; a step budget has no
-data epochs, so an "epoch" is a fixed number of steps). Seeded window sampling; the same seed gives the
+after the same warm-up, lr x `lr_decay` after each epoch, except that every `lr_decay_large_every`-th
+epoch multiplies by `lr_decay_large` instead, as MHFormer's recipe does). An epoch is `epoch_steps`
+optimiser steps, or one pass over the training windows (windows / batch size) when that is 0; `epochs`
+> 0 sets the budget in epochs instead of `steps`. Seeded window sampling; the same seed gives the
 same loss curve. With a checkpoint path, model, optimiser, scheduler, RNG states and step are saved
 atomically every `checkpoint_every` steps and a rerun resumes there, ending with the same weights as an
 uninterrupted run. seq2frame models train against ground truth at the frames they kept (reference A.6),
@@ -35,11 +37,12 @@ from backbones.hourglass import gather_frames
 from .data.windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
 from .metrics import flip_poses, mean_over_actions, mpjpe, mpjve, p_mpjpe
 
-__all__ = ["train_model", "evaluate_model", "mpjpe_loss", "mixste_loss", "model_input", "LOSSES", "LR_SCHEDULES",
+__all__ = ["train_model", "evaluate_model", "mpjpe_loss", "mixste_loss", "model_input", "LOSSES", "LR_SCHEDULES", "OPTIMIZERS",
            "MIXSTE_JOINT_WEIGHTS"]
 
 LOSSES = ("mpjpe", "mixste")
 LR_SCHEDULES = ("cosine", "epoch")
+OPTIMIZERS = ("adamw", "adam")
 # per-joint weights of the MixSTE loss (reference A.7), H36M joint order
 MIXSTE_JOINT_WEIGHTS = (1, 1, 2.5, 2.5, 1, 2.5, 2.5, 1, 1, 1, 1.5, 1.5, 4, 4, 1.5, 4, 4)
 
@@ -83,14 +86,19 @@ def model_input(pos2d: np.ndarray, in_chans: int) -> np.ndarray:
     raise ValueError(f"the model takes {in_chans} input channels but the data has {pos2d.shape[-1]}")
 
 
-def _lr_lambda(schedule: str, steps: int, warmup_steps: int, epoch_steps: int, lr_decay: float):
+def _lr_lambda(schedule: str, steps: int, warmup_steps: int, epoch_steps: int, lr_decay: float,
+               lr_decay_large: float = 1.0, lr_decay_large_every: int = 0):
     warm = lambda s: min(1.0, (s + 1) / max(1, warmup_steps))  # noqa: E731
     if schedule == "cosine":
         # cosine decay to 0 over the budget; the warm-up gets small transformers off the mean-pose
         # plateau sooner at a higher peak rate
         return lambda s: warm(s) * 0.5 * (1 + math.cos(math.pi * s / steps))
     if schedule == "epoch":
-        return lambda s: warm(s) * lr_decay ** (s // epoch_steps)
+        def factor(s):
+            done = s // epoch_steps                                      # epochs completed
+            large = done // lr_decay_large_every if lr_decay_large_every else 0
+            return warm(s) * lr_decay ** (done - large) * lr_decay_large ** large
+        return factor
     raise ValueError(f"unknown train.lr_schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
 
 
@@ -106,25 +114,33 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
                 tc_weight: float = 0.5, vel_weight: float = 2.0, lr_schedule: str = "cosine",
                 epoch_steps: int = 100, lr_decay: float = 0.99, minutes: float = 0.0,
                 checkpoint: Optional[Path] = None, checkpoint_every: int = 0, progress: bool = True,
-                desc: str = "train", flip_augment: bool = True) -> Dict:
+                desc: str = "train", flip_augment: bool = True, optimizer: str = "adamw", amsgrad: bool = False,
+                epochs: float = 0.0, lr_decay_large: float = 1.0, lr_decay_large_every: int = 0) -> Dict:
     """Train in place; returns {train_steps, train_loss_mm (mean of the last 10% of steps), train_s,
     train_stop ('steps' | 'minutes')}. `minutes` > 0 stops early once that much wall time has passed in
     this run (checked after each step). `checkpoint` (a file) is resumed from when it exists and written every `checkpoint_every`
     steps; the caller deletes it once the result is safe elsewhere."""
     if loss not in LOSSES:
         raise ValueError(f"unknown train.loss {loss!r}; valid: {', '.join(LOSSES)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown train.optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     if flip_augment and model.backbone.num_joints != len(MIXSTE_JOINT_WEIGHTS):
         raise ValueError(f"training flip augmentation needs the 17-joint H36M skeleton, the model has "
                          f"{model.backbone.num_joints} joints; set train.flip_augment=false")
+    index = train_windows(sequences, frames, stride) if steps or epochs else []
+    epoch_steps = epoch_steps or math.ceil(len(index) / batch_size)  # 0: one pass over the windows
+    if epochs > 0:
+        steps = math.ceil(epochs * epoch_steps)
     if steps == 0:
         return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0, "train_stop": "steps"}
-    index = train_windows(sequences, frames, stride)
     if len(index) == 0:
         raise ValueError(f"no training windows of {frames} frames in the training split; use shorter clips")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(lr_schedule, steps, warmup_steps, epoch_steps, lr_decay))
+    make_opt = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam  # Adam: L2 decay, MHFormer's
+    opt = make_opt(model.parameters(), lr=lr, weight_decay=weight_decay, amsgrad=amsgrad)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(lr_schedule, steps, warmup_steps, epoch_steps, lr_decay,
+                                                              lr_decay_large, lr_decay_large_every))
     losses: List[float] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():

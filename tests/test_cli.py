@@ -93,7 +93,7 @@ def test_grid_and_report(tmp_path):
 def test_list_and_unknown_command():
     out = vptbench("list").stdout
     for name in ("mixste", "cluster", "attention", "uniform", "motion", "interpolation", "nearest", "quickstart",
-                 "hot_fig1", "pruner_x_recoverer", "layer_x_tokens", "hierarchical", "backbones", "hot_motionbert"):
+                 "hot_fig1", "pruner_x_recoverer", "layer_x_tokens", "hierarchical", "backbones", "hot_motionbert", "recipes:    mhformer, mixste"):
         assert name in out
     proc = vptbench("frobnicate", check=False)
     assert proc.returncode == 2 and "valid commands" in proc.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -234,3 +235,62 @@ def test_flip_augmentation_needs_the_h36m_skeleton(tmp_path):
     model.backbone.num_joints = 16                                     # as a model of another skeleton would say
     with pytest.raises(ValueError, match="train.flip_augment=false"):
         _train(model, [], steps=2)
+
+
+def test_mhformer_epoch_decay_is_large_every_fifth_epoch():
+    """MHFormer's loop: after epoch e (1-based), lr x 0.5 if e % 5 == 0 else x 0.95."""
+    f = _lr_lambda("epoch", 10 ** 6, warmup_steps=0, epoch_steps=10, lr_decay=0.95, lr_decay_large=0.5,
+                   lr_decay_large_every=5)
+    lr, want = 1.0, []
+    for epoch in range(1, 13):
+        want.append(lr)                                               # the rate used during this epoch
+        lr *= 0.5 if epoch % 5 == 0 else 0.95
+    assert [f(10 * e + 3) for e in range(12)] == pytest.approx(want)
+
+
+def test_epoch_budget_and_adam_amsgrad(data, tmp_path, monkeypatch):
+    train, _ = data
+    made = []
+    real_adam = torch.optim.Adam
+    monkeypatch.setattr(torch.optim, "Adam", lambda params, **kw: made.append(kw) or real_adam(params, **kw))
+    model = bench.cell.build_model(_cfg(tmp_path))
+    windows = len(bench.train.train_windows(train, model.num_frames, 9))
+    out = _train(model, train, steps=1, epochs=0.5, epoch_steps=0, batch_size=16, optimizer="adam", amsgrad=True)
+    per_epoch = math.ceil(windows / 16)                               # epoch_steps=0: one pass over the windows
+    assert per_epoch > 2 and out["train_steps"] == math.ceil(0.5 * per_epoch)   # epochs override steps
+    assert made == [dict(lr=1e-3, weight_decay=0.01, amsgrad=True)]
+    with pytest.raises(ValueError, match="valid: adamw, adam"):
+        _train(model, train, optimizer="sgd")
+
+
+@pytest.mark.parametrize("recipe, expect", [
+    ("mixste", dict(optimizer="adamw", lr=4e-5, weight_decay=0.1, lr_decay=0.99, epochs=160, batch_size=4,
+                    loss="mixste", lr_decay_large_every=0, stride=243)),
+    ("mhformer", dict(optimizer="adam", amsgrad=True, lr=1e-3, weight_decay=0.0, lr_decay=0.95, lr_decay_large=0.5,
+                      lr_decay_large_every=5, epochs=20, batch_size=128, loss="mpjpe", stride=1)),
+])
+def test_paper_recipes_compose(recipe, expect):
+    from bench.cli import _compose_all
+
+    (cfg,) = _compose_all([f"recipe={recipe}", "metrics=[accuracy]"], multirun=False)
+    assert cfg.data.train_stride == expect.pop("stride")
+    assert cfg.train.lr_schedule == "epoch" and cfg.train.epoch_steps == 0 and cfg.train.flip_augment
+    assert {k: getattr(cfg.train, k) for k in expect} == expect
+
+
+def test_options_at_their_neutral_value_keep_existing_keys():
+    """Adding a training option must not re-key every stored cell: at the value that reproduces the old
+    behaviour it is left out of the identity. The keys below are those of records written before
+    train.optimizer/amsgrad/epochs/lr_decay_large existed; if this fails, a new option changed every
+    cell's key: list it in NEUTRAL_TRAIN_OPTIONS, or update the keys on purpose."""
+    from bench.store import cell_key
+
+    common = dict(backbone=BackboneCfg("mixste"), preset=PresetCfg("tiny"), metrics=["accuracy"])
+    base = Config(**common)
+    pruned = Config(pruner=PrunerCfg("cluster"), recoverer=RecovererCfg("interpolation"), schedule=[[1, 9]],
+                    mode="finetune", train=TrainCfg(finetune_steps=300), **common)
+    assert (cell_key(base.cell_identity()), cell_key(pruned.cell_identity())) == ("679b3b2e1031524a", "c03b01a5b1b78602")
+    assert "optimizer" not in base.cell_identity()["train"]
+    mh = Config(train=TrainCfg(optimizer="adam", amsgrad=True, lr_decay_large_every=5), **common)
+    assert {"optimizer", "amsgrad", "lr_decay_large", "lr_decay_large_every"} <= set(mh.cell_identity()["train"])
+    assert cell_key(mh.cell_identity()) != cell_key(base.cell_identity())
