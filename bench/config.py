@@ -84,7 +84,9 @@ class TrainCfg:
     threads: int = 0                  # torch threads while training; 0 = leave as is
     progress: bool = True             # tqdm bar on stderr
     flip_augment: bool = True         # mirror half the training clips (reference data_augmentation=1)
-    loss: str = "mpjpe"               # mpjpe | mixste (weighted MPJPE + temporal consistency + velocity)
+    # mixste (weighted MPJPE + temporal consistency + velocity, the reference's objective) | mpjpe;
+    # measured on the embedded mocap, tiny MixSTE, 1600 steps, 3 seeds: 102.9 +- 0.4 vs 106.6 +- 7.5 mm
+    loss: str = "mixste"
     tc_weight: float = 0.5            # mixste: temporal-consistency coefficient (reference A.7)
     vel_weight: float = 2.0           # mixste: velocity-error coefficient (reference A.7)
     lr_schedule: str = "cosine"       # cosine (warm-up + cosine to 0) | epoch (warm-up + x lr_decay per epoch)

@@ -286,9 +286,9 @@ def test_options_at_their_neutral_value_keep_existing_keys():
     from bench.store import cell_key
 
     common = dict(backbone=BackboneCfg("mixste"), preset=PresetCfg("tiny"), metrics=["accuracy"])
-    base = Config(**common)
+    base = Config(train=TrainCfg(loss="mpjpe"), **common)                  # the default loss then
     pruned = Config(pruner=PrunerCfg("cluster"), recoverer=RecovererCfg("interpolation"), schedule=[[1, 9]],
-                    mode="finetune", train=TrainCfg(finetune_steps=300), **common)
+                    mode="finetune", train=TrainCfg(finetune_steps=300, loss="mpjpe"), **common)
     assert (cell_key(base.cell_identity()), cell_key(pruned.cell_identity())) == ("679b3b2e1031524a", "c03b01a5b1b78602")
     assert "optimizer" not in base.cell_identity()["train"]
     mh = Config(train=TrainCfg(optimizer="adam", amsgrad=True, lr_decay_large_every=5), **common)
