@@ -1,7 +1,8 @@
 """Short training runs and evaluation for grid cells (tiny presets on a CPU, paper presets on a GPU).
 
-Training: AdamW (or Adam, optionally amsgrad, as the MHFormer recipe); loss `mpjpe` (root zeroed in prediction and target) or `mixste` (reference A.7:
-joint-weighted MPJPE + 0.5 x temporal consistency + 2.0 x velocity error); learning rate either linear
+Training: AdamW (or Adam, optionally amsgrad, as the MHFormer recipe); loss `mixste` (reference A.7:
+joint-weighted MPJPE + 0.5 x temporal consistency + 2.0 x velocity error) or `mpjpe` (root zeroed in
+prediction and target); learning rate either linear
 warm-up then cosine decay over the step budget (`cosine`), or the reference's per-epoch decay (`epoch`:
 after the same warm-up, lr x `lr_decay` after each epoch, except that every `lr_decay_large_every`-th
 epoch multiplies by `lr_decay_large` instead, as MHFormer's recipe does). An epoch is `epoch_steps`
@@ -37,8 +38,8 @@ from backbones.hourglass import gather_frames
 from .data.windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
 from .metrics import flip_poses, mean_over_actions, mpjpe, mpjve, p_mpjpe
 
-__all__ = ["train_model", "evaluate_model", "mpjpe_loss", "mixste_loss", "model_input", "LOSSES", "LR_SCHEDULES", "OPTIMIZERS",
-           "MIXSTE_JOINT_WEIGHTS"]
+__all__ = ["train_model", "evaluate_model", "mpjpe_loss", "mixste_loss", "model_input", "LOSSES", "LR_SCHEDULES",
+           "OPTIMIZERS", "MIXSTE_JOINT_WEIGHTS"]
 
 LOSSES = ("mpjpe", "mixste")
 LR_SCHEDULES = ("cosine", "epoch")
