@@ -108,6 +108,10 @@ def test_modes_table_pairs_each_seed_with_its_own_baseline():
         recs.append(dict(record("cluster", "interpolation", sched, seed, mpjpe_mm=base + 1.0 + seed), mode="finetune", key=f"f{seed}"))
         recs.append(dict(record("cluster", "interpolation", sched, seed, mpjpe_mm=base + 3.0), mode="zeroshot", key=f"z{seed}"))
     recs.append(dict(record("uniform", "attention", [(1, 9)], 0, mpjpe_mm=150.0), mode="finetune", key="u0"))
+    assert "Δ ctrl finetune" not in _tables(recs)["modes"].frame                   # no control cells yet
+    for seed, base in ((0, 100.0), (1, 110.0), (2, 120.0)):  # the control: keeps all 27 frames, same training
+        recs.append(dict(record("uniform", "interpolation", [(1, 27)], seed, mpjpe_mm=base - 1.0), mode="finetune",
+                         key=f"c{seed}"))
     tab = _tables(recs)["modes"]
     rows = tab.frame.set_index(["pruner", "recoverer"])
     cluster = rows.loc[("cluster", "interpolation")]
@@ -115,9 +119,11 @@ def test_modes_table_pairs_each_seed_with_its_own_baseline():
     assert cluster["Δ finetune"] == pytest.approx(2.0) and cluster["Δ finetune std"] == pytest.approx(1.0)
     assert cluster["Δ zeroshot"] == pytest.approx(3.0) and cluster["Δ zeroshot std"] == pytest.approx(0.0)
     assert cluster["n zeroshot"] == 3
+    assert cluster["Δ ctrl finetune"] == pytest.approx(3.0) and cluster["Δ ctrl finetune std"] == pytest.approx(1.0)
+    assert "Δ ctrl zeroshot" not in tab.frame                      # a zeroshot control is the baseline itself
     uniform = rows.loc[("uniform", "attention")]
     assert uniform["Δ finetune"] == pytest.approx(50.0) and pd.isna(uniform["zeroshot"])
     md = tab.markdown()
-    assert "+2.0 ± 1.0" in md and "**112.0 ± 11.0**" in md and "MPJPE 110.0 ± 10.0 mm (n=3)" in md
+    assert "+2.0 ± 1.0" in md and "| 112.0 ± 11.0 " in md and "**109.0 ± 10.0**" in md and "MPJPE 110.0 ± 10.0 mm (n=3)" in md
     # one mode only: no such table
     assert "modes" not in _tables([r for r in recs if r.get("mode") != "zeroshot"])

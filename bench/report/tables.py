@@ -97,27 +97,39 @@ def _pivots(t: pd.DataFrame, rows: str, cols: str, value: str, name: str, title:
     return out
 
 
+def _keeps_all(schedule: str, frames) -> bool:
+    stages = json.loads(schedule)
+    return bool(stages) and all(k == frames for _, k in stages)
+
+
 def _paired_delta(df: pd.DataFrame) -> pd.DataFrame:
-    """ΔMPJPE of each pruned record against the baseline of the same seed (which a finetune/zeroshot cell
-    starts from), mean and std over seeds: the baseline's own seed spread cancels out."""
+    """ΔMPJPE of each pruned record against the same seed's baseline (which finetune/zeroshot cells start
+    from), and "Δ ctrl" against the same seed's control of its mode: a pruned cell that keeps every frame
+    (e.g. uniform at T of T), so it had the same training but prunes nothing. Mean and std over seeds:
+    the baseline's own seed spread cancels out."""
     keys = BLOCK + ["pruner", "recoverer", "schedule (tokens@layer)", "mode"]
+    cols = ["Δ", "Δ std", "Δ ctrl", "Δ ctrl std"]
     if "mpjpe_mm" not in df:
-        return pd.DataFrame(columns=["Δ", "Δ std"], index=pd.MultiIndex.from_tuples([], names=keys))
+        return pd.DataFrame(columns=cols, index=pd.MultiIndex.from_tuples([], names=keys))
     ok = df[(df["status"] == "ok") & df["mpjpe_mm"].notna()]
     base = ok[ok["pruner"] == "none"].groupby(BLOCK + ["seed"])["mpjpe_mm"].first().rename("base")
-    pruned = ok[ok["pruner"] != "none"].join(base, on=BLOCK + ["seed"])
-    pruned = pruned.assign(delta=pruned["mpjpe_mm"] - pruned["base"],
+    pruned = ok[ok["pruner"] != "none"]
+    control = pruned[[_keeps_all(s, f) for s, f in zip(pruned["schedule"], pruned["frames"])]]
+    control = control.groupby(BLOCK + ["mode", "seed"])["mpjpe_mm"].first().rename("ctrl")
+    pruned = pruned.join(base, on=BLOCK + ["seed"]).join(control, on=BLOCK + ["mode", "seed"])
+    pruned = pruned.assign(delta=pruned["mpjpe_mm"] - pruned["base"], delta_ctrl=pruned["mpjpe_mm"] - pruned["ctrl"],
                            **{"schedule (tokens@layer)": pruned["schedule"].map(stages_label)})
-    g = pruned.dropna(subset=["delta"]).groupby(keys)["delta"]
-    return pd.concat([g.mean().rename("Δ"), g.std(ddof=1).rename("Δ std")], axis=1)
+    g = pruned.groupby(keys)
+    out = pd.concat([g["delta"].mean(), g["delta"].std(ddof=1), g["delta_ctrl"].mean(), g["delta_ctrl"].std(ddof=1)], axis=1)
+    out.columns = cols
+    return out
 
 
 def _modes(t: pd.DataFrame, df: pd.DataFrame) -> List[Table]:
     """Each pruned method in every mode the store holds (e.g. finetune vs zeroshot), side by side:
-    MPJPE mean ± std over seeds, the paired Δ against the same seed's baseline (mean ± std) and the
-    number of seeds, per mode."""
-    paired = _paired_delta(df)
-    t = t.join(paired, on=BLOCK + ["pruner", "recoverer", "schedule (tokens@layer)", "mode"])
+    MPJPE mean ± std over seeds, the paired Δ against the same seed's baseline (mean ± std), the paired
+    Δ against a same-mode control where a trained mode has one, and the number of seeds, per mode."""
+    t = t.join(_paired_delta(df), on=BLOCK + ["pruner", "recoverer", "schedule (tokens@layer)", "mode"])
     out = []
     for key, part in t.groupby(BLOCK, sort=False):
         pruned = part[(part["pruner"] != "none") & part["MPJPE"].notna()]
@@ -125,28 +137,37 @@ def _modes(t: pd.DataFrame, df: pd.DataFrame) -> List[Table]:
         if len(modes) < 2:
             continue
         rows = ["pruner", "recoverer", "schedule (tokens@layer)"]
-        grid = pruned.pivot_table(index=rows + ["stages"], columns="mode", values=["MPJPE", "MPJPE std", "Δ", "Δ std", "seeds"],
-                                  aggfunc="first", dropna=False)
+        values = ["MPJPE", "MPJPE std", "Δ", "Δ std", "Δ ctrl", "Δ ctrl std", "seeds"]
+        grid = pruned.pivot_table(index=rows + ["stages"], columns="mode", values=values, aggfunc="first", dropna=False)
         frame = pruned.groupby(rows + ["stages"], sort=False)["GFLOPs"].first().rename("GFLOPs").to_frame()
+        std = {}
         for m in modes:
-            for value, name in (("MPJPE", m), ("MPJPE std", f"{m} std"), ("Δ", f"Δ {m}"), ("Δ std", f"Δ {m} std"),
-                                ("seeds", f"n {m}")):
-                frame[name] = grid[(value, m)] if (value, m) in grid else np.nan
+            col = lambda v: grid[(v, m)] if (v, m) in grid else np.nan  # noqa: E731
+            frame[m], frame[f"{m} std"] = col("MPJPE"), col("MPJPE std")
+            frame[f"Δ {m}"], frame[f"Δ {m} std"] = col("Δ"), col("Δ std")
+            std.update({m: f"{m} std", f"Δ {m}": f"Δ {m} std"})
+            # a zeroshot control is the baseline itself: only trained modes get the column
+            if m != "zeroshot" and pd.Series(col("Δ ctrl")).notna().any():
+                frame[f"Δ ctrl {m}"], frame[f"Δ ctrl {m} std"] = col("Δ ctrl"), col("Δ ctrl std")
+                std[f"Δ ctrl {m}"] = f"Δ ctrl {m} std"
+            frame[f"n {m}"] = col("seeds")
         frame = frame.reset_index().sort_values(["pruner", "recoverer", "stages", "schedule (tokens@layer)"])
         frame = frame.drop(columns="stages").reset_index(drop=True)
+        note = ("Δ: paired difference to the baseline trained with the same seed, mean ± std over seeds (the "
+                "baseline's own seed spread cancels out).")
+        if any(c.startswith("Δ ctrl") for c in frame):
+            note += (" Δ ctrl: the same against the same seed's control of that mode, a cell that keeps every "
+                     "frame (trained the same way, prunes nothing).")
         base = part[part["pruner"] == "none"]
-        note = ""
         if not base.empty and pd.notna(base["MPJPE"].iloc[0]):
             b = base.iloc[0]
             spread = f" ± {b['MPJPE std']:.1f}" if pd.notna(b["MPJPE std"]) else ""
             note = (f"Baseline (unpruned, trained once per seed): {b['GFLOPs']:.4f} GFLOPs, MPJPE {b['MPJPE']:.1f}{spread} mm "
-                    f"(n={b['seeds']:.0f}). Δ: paired difference to the baseline trained with the same seed, mean ± std over "
-                    "seeds (the baseline's own seed spread cancels out).")
+                    f"(n={b['seeds']:.0f}). " + note)
         tab = Table("modes", f"MPJPE (mm) by evaluation mode ({', '.join(map(str, key))})", frame,
                     fmt={c: ("{:.4f}" if c == "GFLOPs" else "{:+.1f}" if c.startswith("Δ") else "{:.0f}" if c.startswith("n ")
                              else "{:.1f}") for c in frame.columns if c not in rows},
-                    std={**{m: f"{m} std" for m in modes}, **{f"Δ {m}": f"Δ {m} std" for m in modes}},
-                    best=best_mask(frame, {m: LOWER for m in modes}), note=note)
+                    std=std, best=best_mask(frame, {m: LOWER for m in modes}), note=note)
         out.append(tab)
     return out
 
