@@ -127,3 +127,21 @@ def test_modes_table_pairs_each_seed_with_its_own_baseline():
     assert "+2.0 ± 1.0" in md and "| 112.0 ± 11.0 " in md and "**109.0 ± 10.0**" in md and "MPJPE 110.0 ± 10.0 mm (n=3)" in md
     # one mode only: no such table
     assert "modes" not in _tables([r for r in recs if r.get("mode") != "zeroshot"])
+
+
+def test_records_differing_beyond_the_seed_are_never_averaged():
+    """Two runs of one cell with different training settings in one store: separate rows and a warning,
+    while the seeds of one configuration are still averaged."""
+    def rec(seed, steps, mpjpe):
+        r = record(seed=seed, mpjpe_mm=mpjpe)
+        return dict(r, key=f"{seed}-{steps}", config={"seed": seed, "train": {"steps": steps}})
+
+    recs = [rec(0, 100, 150.0), rec(1, 100, 152.0), rec(0, 1600, 110.0)]
+    df = load_frame(recs)
+    from bench.report.frame import aggregate_seeds, mixed_variants
+    from bench.report.tables import markdown_report
+
+    agg = aggregate_seeds(df, ["mpjpe_mm"]).sort_values("mpjpe_mm")
+    assert agg["mpjpe_mm"].tolist() == [110.0, 151.0] and agg["n_seeds"].tolist() == [1, 2]
+    assert mixed_variants(df) == 1 and "**Warning:** 1 cell(s)" in markdown_report(df)
+    assert mixed_variants(load_frame(recs[:2])) == 0 and "Warning" not in markdown_report(load_frame(recs[:2]))

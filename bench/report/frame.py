@@ -9,9 +9,10 @@ from typing import Any, Dict, Iterable
 import numpy as np
 import pandas as pd
 
-from ..store import ResultStore
+from ..store import ResultStore, cell_key
 
-__all__ = ["load_frame", "read_results", "method_name", "stages_label", "CELL_COLUMNS", "aggregate_seeds"]
+__all__ = ["load_frame", "read_results", "method_name", "stages_label", "CELL_COLUMNS", "aggregate_seeds",
+           "mixed_variants"]
 
 FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops")
 # what tells two cells apart in a table (the hash `key` also covers train/speed settings)
@@ -23,6 +24,8 @@ METRICS = ["params_m", "gflops", "gflops_total", "clips_per_s", "frames_per_s", 
 def _flatten(rec: Dict[str, Any]) -> Dict[str, Any]:
     row = {k: v for k, v in rec.items() if k not in FLAT_SKIP}
     row["schedule"] = json.dumps(rec.get("schedule", []))
+    if isinstance(rec.get("config"), dict):  # every setting but the seed: what may be averaged over seeds
+        row["variant"] = cell_key({k: v for k, v in rec["config"].items() if k != "seed"})[:8]
     for k, v in (rec.get("env") or {}).items():
         row[f"env_{k}"] = v
     for k in ("per_action_mpjpe_mm", "flops_uncounted_ops"):
@@ -68,7 +71,10 @@ def read_results(path: str) -> pd.DataFrame:
 
 
 def _default_mode(df: pd.DataFrame) -> None:
-    """Records from before `mode` existed trained every model from scratch."""
+    """Records from before `mode` existed trained every model from scratch; records without a config
+    (hand-written) are one variant."""
+    if "variant" in df:
+        df["variant"] = df["variant"].fillna("")
     if "mode" not in df:
         df["mode"] = "scratch"
     df["mode"] = df["mode"].fillna("scratch")
@@ -88,10 +94,20 @@ def stages_label(schedule: str) -> str:
     return " → ".join(f"{k}@{l}" for l, k in stages) if stages else "–"
 
 
+def mixed_variants(df: pd.DataFrame) -> int:
+    """How many table cells the store holds in more than one variant (same cell columns, other settings
+    such as train.steps or train.loss differ): they are never averaged together, but tables label them alike."""
+    if "variant" not in df:
+        return 0
+    group = [c for c in CELL_COLUMNS + ["speed_batch"] if c != "seed" and c in df]
+    return int((df.groupby(group, dropna=False)["variant"].nunique() > 1).sum())
+
+
 def aggregate_seeds(df: pd.DataFrame, values: Iterable[str]) -> pd.DataFrame:
     """One row per cell over seeds: each value column's mean, `<col>_std` (NaN for one seed) and `n_seeds`."""
-    # a speed measured at another batch size is another cell, not another seed
-    group = [c for c in CELL_COLUMNS + ["speed_batch"] if c != "seed" and c in df]
+    # a speed measured at another batch size is another cell, not another seed; nor is a record whose
+    # other settings (training, evaluation, ...) differ: `variant` hashes all of them but the seed
+    group = [c for c in CELL_COLUMNS + ["speed_batch", "variant"] if c != "seed" and c in df]
     values = [v for v in values if v in df]
     g = df.groupby(group, sort=False, dropna=False)
     out = g[values].mean()

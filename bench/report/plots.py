@@ -31,7 +31,7 @@ def _save(fig, out: Path, stem: str) -> List[Path]:
     fig.tight_layout()
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.savefig(paths[0], dpi=200)
-    fig.savefig(paths[1])
+    fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible bytes: regenerating changes nothing
     plt.close(fig)
     return paths
 

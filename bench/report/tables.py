@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import MODES
-from .frame import aggregate_seeds, load_frame, method_name, stages_label
+from .frame import aggregate_seeds, mixed_variants, load_frame, method_name, stages_label
 from .render import HIGHER, LOWER, Table, best_mask
 
 __all__ = ["load_frame", "efficiency_table", "build_tables", "markdown_report", "method_name"]
@@ -114,7 +114,9 @@ def _paired_delta(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[(df["status"] == "ok") & df["mpjpe_mm"].notna()]
     base = ok[ok["pruner"] == "none"].groupby(BLOCK + ["seed"])["mpjpe_mm"].first().rename("base")
     pruned = ok[ok["pruner"] != "none"]
-    control = pruned[[_keeps_all(s, f) for s, f in zip(pruned["schedule"], pruned["frames"])]]
+    keeps_all = pd.Series([_keeps_all(s, f) for s, f in zip(pruned["schedule"], pruned["frames"])],
+                          index=pruned.index, dtype=bool)
+    control = pruned[keeps_all]
     control = control.groupby(BLOCK + ["mode", "seed"])["mpjpe_mm"].first().rename("ctrl")
     pruned = pruned.join(base, on=BLOCK + ["seed"]).join(control, on=BLOCK + ["mode", "seed"])
     pruned = pruned.assign(delta=pruned["mpjpe_mm"] - pruned["base"], delta_ctrl=pruned["mpjpe_mm"] - pruned["ctrl"],
@@ -210,6 +212,11 @@ def markdown_report(df: pd.DataFrame, tables: List[Table] | None = None) -> str:
     if labels:
         lines += [f"Accuracy on: {', '.join(labels)}. MPJPE / P-MPJPE in mm, mean over actions "
                   "(mean ± std over seeds where several exist). Best value per column in **bold**.", ""]
+    mixed = mixed_variants(df)
+    if mixed:
+        lines += [f"**Warning:** {mixed} cell(s) appear with more than one configuration (settings the tables do not "
+                  "show, e.g. train.steps or train.loss, differ); they are separate rows, never averaged together. "
+                  "Keep each study in its own store (`store=`).", ""]
     lines += [t.markdown() for t in tables]
     lines += ["GFLOPs: paper convention, 2 × MACs of Linear/Conv layers for one clip at batch 1. "
               "ΔFLOPs / ΔMPJPE / speed-up against the unpruned baseline of the same backbone, preset and data. "
