@@ -12,11 +12,12 @@ from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
+from .data.skeleton import LEFT, NUM_JOINTS, RIGHT
+
 __all__ = ["mpjpe", "p_mpjpe", "mpjve", "zero_root", "mean_over_actions", "flip_poses", "aggregate_seeds",
            "H36M_LEFT", "H36M_RIGHT", "ACCURACY_FIELDS"]
 
-H36M_LEFT = (4, 5, 6, 11, 12, 13)    # the 17-joint VideoPose3D skeleton (reference E)
-H36M_RIGHT = (1, 2, 3, 14, 15, 16)
+H36M_LEFT, H36M_RIGHT = LEFT, RIGHT  # the 17-joint VideoPose3D skeleton (reference E)
 ACCURACY_FIELDS = ("mpjpe_mm", "p_mpjpe_mm", "mpjve_mm")
 
 
@@ -25,7 +26,7 @@ def flip_poses(poses, joints_axis: int = -2):
     left/right joints. Works on numpy arrays and torch tensors (..., J, C); it is its own inverse, so it
     flips a 2D input and un-flips a 3D prediction alike."""
     perm = list(range(poses.shape[joints_axis]))
-    if len(perm) != 17:
+    if len(perm) != NUM_JOINTS:
         raise ValueError(f"flip augmentation needs the 17-joint H36M skeleton, got {len(perm)} joints; set eval.flip=false")
     for l, r in zip(H36M_LEFT, H36M_RIGHT):
         perm[l], perm[r] = r, l

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from backbones.hourglass import gather_frames
 
+from .data.skeleton import NUM_JOINTS
 from .data.windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
 from .metrics import flip_poses, mean_over_actions, mpjpe, mpjve, p_mpjpe
 
@@ -125,7 +126,7 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
         raise ValueError(f"unknown train.loss {loss!r}; valid: {', '.join(LOSSES)}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown train.optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-    if flip_augment and model.backbone.num_joints != len(MIXSTE_JOINT_WEIGHTS):
+    if flip_augment and model.backbone.num_joints != NUM_JOINTS:
         raise ValueError(f"training flip augmentation needs the 17-joint H36M skeleton, the model has "
                          f"{model.backbone.num_joints} joints; set train.flip_augment=false")
     index = train_windows(sequences, frames, stride) if steps or epochs else []
