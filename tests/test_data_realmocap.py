@@ -11,7 +11,7 @@ from bench.data import load_dataset
 from bench.data import deepmimic as dm
 from bench.data import realmocap as rm
 from bench.data.camera import project_world, world_to_camera
-from bench.data.h36m import read_positions_2d, read_positions_3d
+from bench.data.h36m import read_metadata, read_positions_2d, read_positions_3d
 from bench.data.skeleton import H36M_INTRINSICS, KEYPOINTS_SYMMETRY
 from bench.data.synthetic import synthetic_world_motion
 
@@ -27,7 +27,8 @@ DEEPMIMIC_50HZ = {"backflip": 88, "cartwheel": 136, "crawl": 147, "dance_a": 81,
 
 def test_committed_files_layout():
     p3d = read_positions_3d(rm.FILES_DIR / rm.FILE_3D)
-    p2d, meta = read_positions_2d(rm.FILES_DIR / rm.FILE_2D)
+    p2d = read_positions_2d(rm.FILES_DIR / rm.FILE_2D)
+    meta = read_metadata(rm.FILES_DIR / rm.FILE_2D)
     assert {s: sorted(a) for s, a in p3d.items()} == {"climbA": ["climb_0", "climb_1", "climb_2", "climb_3"],
                                                        "climbB": ["climb_4"], "deepmimic": sorted(DEEPMIMIC_50HZ)}
     assert meta == {"layout_name": "h36m", "num_joints": 17, "keypoints_symmetry": KEYPOINTS_SYMMETRY}
@@ -45,7 +46,7 @@ def test_committed_files_layout():
 def test_committed_cameras_are_h36m_intrinsics_around_the_subject():
     cams = json.loads((rm.FILES_DIR / rm.FILE_CAMERAS).read_text())["cameras"]
     p3d = read_positions_3d(rm.FILES_DIR / rm.FILE_3D)
-    p2d, _ = read_positions_2d(rm.FILES_DIR / rm.FILE_2D)
+    p2d = read_positions_2d(rm.FILES_DIR / rm.FILE_2D)
     for subject, actions in p3d.items():
         for action, X in actions.items():
             root = X[:, 0].astype(np.float64).mean(axis=0)

@@ -61,9 +61,10 @@ def sequences_from_motion(motion: MotionSet, cameras: Optional[Seq[int]] = None)
         cameras: camera indices to keep (default: all cameras of each action).
     """
     out: List[Sequence] = []
+    prefix = f"{motion.source}: " if motion.source else ""  # errors name the files to fix
     for subject, actions in motion.positions_3d.items():
         for action, world in actions.items():
-            where = f"subject '{subject}' action '{action}'"
+            where = f"{prefix}subject '{subject}' action '{action}'"
             world = np.asarray(world)
             if world.ndim != 3 or world.shape[1:] != (NUM_JOINTS, 3) or len(world) == 0:
                 raise ValueError(f"{where}: 3D positions have shape {world.shape}, expected (T>0, 17, 3) "

@@ -2,11 +2,14 @@
 
 - `*_3d.npz`: key `positions_3d` = pickled dict subject -> action -> (T, J, 3) world metres.
 - `*_2d*.npz`: key `positions_2d` = dict subject -> action -> list of (T, 17, 2) pixel arrays (one
-  per camera), key `metadata` = {layout_name, num_joints, keypoints_symmetry}.
+  per camera), key `metadata` = {layout_name, num_joints, keypoints_symmetry} (only `read_metadata` reads it).
 - cameras: Human3.6M keeps them as code constants (`skeleton.py`); the embedded real-motion set
   stores its virtual cameras in a JSON file {"cameras": subject -> action -> [camera dict]}.
 
-The npz files hold pickled dicts (that is the format), so only load files you trust.
+The npz files hold pickled dicts (that is the format); `npz.read_npz_dict` reads them without ever
+running code (see that module), and the loaded dicts are type-checked here, so errors name the file,
+subject and action at fault.
+
 Human3.6M files (`data_3d_h36m.npz`, `data_2d_h36m_gt.npz`, `data_2d_h36m_cpn_ft_h36m_dbb.npz`) are
 not redistributable; build them as VideoPose3D's DATASETS.md describes (H36M_HOW_TO_GET). Loading
 reduces 32 -> 17 joints; `dataset.sequences_from_motion` then truncates 2D to the 3D length,
@@ -17,16 +20,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .camera import make_camera
+from .npz import read_npz_dict
 from .skeleton import H36M_32_TO_17, H36M_EXTRINSICS, H36M_FPS, H36M_INTRINSICS, KEYPOINTS_SYMMETRY, NUM_JOINTS
 from .structures import MotionSet
 
 __all__ = [
-    "read_positions_3d", "read_positions_2d", "write_positions_3d", "write_positions_2d",
+    "read_positions_3d", "read_positions_2d", "read_metadata", "write_positions_3d", "write_positions_2d",
     "read_cameras_json", "write_cameras_json", "h36m_cameras", "load_h36m_motion", "H36M_2D_METADATA",
     "H36M_ACTIONS", "H36M_HOW_TO_GET", "action_class",
 ]
@@ -67,27 +71,76 @@ def _require_file(path, how_to_create: str) -> Path:
     return path
 
 
-def _read_npz_dicts(path: Path, key: str, optional_key: Optional[str] = None) -> Tuple[Dict, Dict]:
-    """(the pickled dict under `key`, the one under `optional_key` or {}), reading the file once."""
-    with np.load(path, allow_pickle=True) as npz:
-        if key not in npz.files:
-            raise ValueError(f"{path} has no key '{key}' (keys: {npz.files}); pass a VideoPose3D-format npz")
-        value = npz[key]
-        extra = npz[optional_key].item() if optional_key in npz.files else {}
-    if value.dtype != object or value.shape != ():
-        raise ValueError(f"{path}: '{key}' is not a pickled dict; pass a VideoPose3D-format npz")
-    return value.item(), extra
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype}"
+    if isinstance(value, np.generic):
+        return f"a numpy {value.dtype} scalar"
+    return f"a {type(value).__name__}"
+
+
+def _is_numeric_array(value) -> bool:
+    return isinstance(value, np.ndarray) and value.dtype.kind in "fiu"
+
+
+def _check_actions(path: Path, data: Dict, check_value: Callable, how_to_create: str) -> None:
+    """subject (str) -> action (str) -> value; `check_value(where, value)` raises for a bad value.
+
+    Checked right after loading so that a malformed file fails here, naming the file and the
+    subject/action, instead of deep inside preprocessing.
+    """
+    for subject, actions in data.items():
+        if not isinstance(subject, str) or not isinstance(actions, dict):
+            raise ValueError(f"{path}: subject {subject!r} maps to {_describe(actions)}, expected a str -> dict of "
+                             f"actions; {how_to_create}")
+        for action, value in actions.items():
+            if not isinstance(action, str):
+                raise ValueError(f"{path}: subject '{subject}' has action key {action!r}, expected a str; "
+                                 f"{how_to_create}")
+            check_value(f"{path}: subject '{subject}' action '{action}'", value)
+
+
+def _check_3d(path: Path, data: Dict, how_to_create: str) -> None:
+    def check(where, value):
+        if not _is_numeric_array(value):
+            raise ValueError(f"{where} is {_describe(value)}, expected a (T, 32 or 17, 3) array; {how_to_create}")
+    _check_actions(path, data, check, how_to_create)
+
+
+def _check_2d(path: Path, data: Dict, how_to_create: str) -> None:
+    def check(where, views):
+        if not isinstance(views, (list, tuple)):
+            raise ValueError(f"{where} is {_describe(views)}, expected a list of per-camera (T, 17, 2) arrays; "
+                             f"{how_to_create}")
+        for c, view in enumerate(views):
+            if not _is_numeric_array(view):
+                raise ValueError(f"{where} camera {c} is {_describe(view)}, expected a (T, 17, 2) array; "
+                                 f"{how_to_create}")
+    _check_actions(path, data, check, how_to_create)
 
 
 def read_positions_3d(path, how_to_create: str = "pass the path of a VideoPose3D data_3d_*.npz") -> Dict:
-    """subject -> action -> (T, J, 3) array, as stored."""
-    return _read_npz_dicts(_require_file(path, how_to_create), "positions_3d")[0]
+    """subject -> action -> (T, J, 3) array, as stored (restricted unpickling, type-checked)."""
+    path = _require_file(path, how_to_create)
+    positions = read_npz_dict(path, "positions_3d", how_to_create)
+    _check_3d(path, positions, how_to_create)
+    return positions
 
 
-def read_positions_2d(path, how_to_create: str = "pass the path of a VideoPose3D data_2d_*.npz"
-                      ) -> Tuple[Dict, Dict]:
-    """(subject -> action -> [per-camera (T, 17, 2) array], metadata dict)."""
-    return _read_npz_dicts(_require_file(path, how_to_create), "positions_2d", "metadata")
+def read_positions_2d(path, how_to_create: str = "pass the path of a VideoPose3D data_2d_*.npz") -> Dict:
+    """subject -> action -> [per-camera (T, 17, 2) array]; the file's `metadata` is not read."""
+    path = _require_file(path, how_to_create)
+    positions = read_npz_dict(path, "positions_2d", how_to_create)
+    _check_2d(path, positions, how_to_create)
+    return positions
+
+
+def read_metadata(path, how_to_create: str = "pass the path of a VideoPose3D data_2d_*.npz") -> Dict:
+    """The `metadata` dict of a 2D file (layout_name, num_joints, keypoints_symmetry), restricted unpickling.
+
+    Separate from read_positions_2d because loading never needs it: a key nobody reads cannot hurt.
+    """
+    return read_npz_dict(_require_file(path, how_to_create), "metadata", how_to_create)
 
 
 def write_positions_3d(path, positions_3d: Dict) -> None:
@@ -130,7 +183,7 @@ def load_h36m_motion(path_3d, path_2d, cameras_json=None, fps: float = H36M_FPS)
     Human3.6M calibration of each subject is used. 2D is truncated to the 3D length later.
     """
     positions_3d = read_positions_3d(path_3d, H36M_HOW_TO_GET)
-    positions_2d, metadata = read_positions_2d(path_2d, H36M_HOW_TO_GET)
+    positions_2d = read_positions_2d(path_2d, H36M_HOW_TO_GET)  # never its `metadata`: nothing here needs it
     reduced = {}
     for subject, actions in positions_3d.items():
         reduced[subject] = {}
@@ -143,4 +196,5 @@ def load_h36m_motion(path_3d, path_2d, cameras_json=None, fps: float = H36M_FPS)
         cameras = read_cameras_json(cameras_json, "pass an existing cameras JSON file")
     else:
         cameras = {s: {a: h36m_cameras(s) for a in acts} for s, acts in reduced.items()}
-    return MotionSet(reduced, positions_2d, cameras, float(fps), metadata)
+    source = " + ".join(str(p) for p in (path_3d, path_2d, cameras_json) if p is not None)
+    return MotionSet(reduced, positions_2d, cameras, float(fps), source=source)

@@ -309,11 +309,12 @@ def load_realmocap_motion(files_dir=None, noise_px: float = 0.0, seed: int = 0) 
     """The committed realmocap files as a MotionSet (50 Hz); `noise_px` > 0 jitters the 2D (see add_detector_noise)."""
     d = Path(files_dir) if files_dir is not None else FILES_DIR
     positions_3d = read_positions_3d(d / FILE_3D, _HOW_TO_CREATE)
-    positions_2d, metadata = read_positions_2d(d / FILE_2D, _HOW_TO_CREATE)
+    positions_2d = read_positions_2d(d / FILE_2D, _HOW_TO_CREATE)
     if noise_px:
         positions_2d = add_detector_noise(positions_2d, noise_px, seed)
     cameras = read_cameras_json(d / FILE_CAMERAS, _HOW_TO_CREATE)
-    return MotionSet(positions_3d, positions_2d, cameras, float(TARGET_FPS), metadata)
+    source = " + ".join(str(d / f) for f in (FILE_3D, FILE_2D, FILE_CAMERAS))
+    return MotionSet(positions_3d, positions_2d, cameras, float(TARGET_FPS), source=source)
 
 
 def main(argv=None) -> int:

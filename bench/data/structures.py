@@ -55,9 +55,13 @@ class MotionSet:
         cameras: subject -> action -> list of camera dicts (see `camera.make_camera`), same order
             as the 2D list.
         fps: frame rate of the 3D and 2D arrays.
+        metadata: free-form notes of the source (file loaders leave it empty: see `h36m.read_metadata`).
+        source: the files the set was read from (e.g. 'data_3d_h36m.npz + data_2d_h36m_gt.npz'),
+            prefixed to validation errors so they name the file to fix; empty for generated data.
     """
     positions_3d: Dict[str, Dict[str, np.ndarray]]
     positions_2d: Dict[str, Dict[str, List[np.ndarray]]]
     cameras: Dict[str, Dict[str, List[dict]]]
     fps: float
     metadata: Dict = field(default_factory=dict)
+    source: str = ""
