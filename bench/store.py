@@ -1,7 +1,12 @@
 """Results store: one JSON record per grid cell, keyed by a stable hash of the cell's identity.
 
 Writes are atomic (temp file in the same directory, fsync, os.replace), so a crash or kill never
-leaves a torn record; a corrupt or foreign file is reported and skipped, never fatal.
+leaves a torn record; a corrupt or foreign file is reported and skipped, never fatal. Reading is
+defensive: only regular files of at most MAX_RECORD_BYTES are read (a FIFO or a link to /dev/zero
+named like a record must neither hang nor exhaust memory), and a record that breaks the schema in
+`bench.records` (a string GFLOPs count, an infinite MPJPE) is skipped with one warning, so `get()`
+treats it as absent (the cell is recomputed) and `records()` leaves it out of reports (which also
+require the cell fields: `records(required=REQUIRED)`).
 
 Concurrent writers, on one machine or on a shared filesystem (NFS, Lustre), need no lock: each
 writes its own uniquely named temp file and `os.replace` (rename(2) within one directory) swaps
@@ -18,10 +23,13 @@ import json
 import logging
 import os
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+from .records import MAX_RECORD_BYTES, STORE_REQUIRED, record_problem
 
 __all__ = ["ResultStore", "cell_key"]
 
@@ -77,8 +85,9 @@ class ResultStore:
         return f".tmp-{socket.gethostname().replace('-', '_')}-{os.getpid()}-"
 
     def get(self, key: str) -> Optional[Dict[str, Any]]:
+        """The cell's record; None when it is absent or not a valid record (then the cell is recomputed)."""
         p = self._path(key)
-        if not p.exists():
+        if not os.path.lexists(p):
             return None
         return self._read(p)
 
@@ -101,27 +110,73 @@ class ResultStore:
             raise
         return path
 
-    def records(self) -> Iterator[Dict[str, Any]]:
+    def records(self, required: Tuple[str, ...] = STORE_REQUIRED) -> Iterator[Dict[str, Any]]:
+        """The valid records, by file name; `required`: the fields a record must have to count."""
         if not self.root.is_dir():
             return
         for p in sorted(self.root.glob("*.json")):
             if p.name.startswith("."):  # a writer's temp file, never a record
                 continue
-            rec = self._read(p)
+            rec = self._read(p, required)
             if rec is not None:
                 yield rec
 
     @staticmethod
-    def _read(path: Path) -> Optional[Dict[str, Any]]:
+    def _read(path: Path, required: Tuple[str, ...] = STORE_REQUIRED) -> Optional[Dict[str, Any]]:
         try:
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+            data = _read_bounded(path)
+            if data is None:  # not a record file: already warned about
+                return None
+            rec = json.loads(data)
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
             _warn_once(path, f"skipping unreadable store file {path}: {e}")
             return None
         if not isinstance(rec, dict) or "key" not in rec or "status" not in rec:
             _warn_once(path, f"skipping foreign file in the store: {path}")
             return None
+        problem = record_problem(rec, required)
+        if problem:
+            _warn_once(path, f"skipping invalid record {path}: {problem}; fix or delete the file")
+            return None
         return rec
+
+
+def _read_bounded(path: Path) -> Optional[bytes]:
+    """The bytes of a regular file of at most MAX_RECORD_BYTES; None (and one warning) for anything else.
+    O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer; fstat on the open descriptor
+    (not the name) sees what was really opened, e.g. the device behind a symlink."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            _warn_once(path, f"skipping store file {path}: not a regular file ({_kind(st.st_mode)}); "
+                             "remove it from the store")
+            return None
+        if st.st_size > MAX_RECORD_BYTES:
+            return _too_big(path)
+        chunks, size = [], 0
+        while size <= MAX_RECORD_BYTES:
+            chunk = os.read(fd, MAX_RECORD_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    return _too_big(path) if size > MAX_RECORD_BYTES else b"".join(chunks)  # it grew while read
+
+
+def _too_big(path: Path) -> None:
+    _warn_once(path, f"skipping store file {path}: larger than a record can be ({MAX_RECORD_BYTES >> 20} MiB); "
+                     "remove it from the store")
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
 
 
 _warned: set = set()

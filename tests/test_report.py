@@ -1,13 +1,19 @@
 """Report tables and plots from small hand-written stores: which tables appear, the bold best value,
-mean ± std over seeds, booktabs LaTeX, PNG + PDF plots."""
+mean ± std over seeds, booktabs LaTeX, PNG + PDF plots; bad records and csv rows skipped with a warning."""
+import json
+import os
 import re
+import subprocess
+import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from bench.report import build_tables, load_frame, write_report
+from bench.records import MAX_RECORD_BYTES
+from bench.report import build_tables, load_frame, read_results, write_report
 from bench.report.plots import pareto_front
-from bench.report.render import tex_escape
+from bench.report.render import HIGHER, LOWER, best_mask, tex_escape
 from tests.report_records import GRID, grid_records, record, write_store
 
 
@@ -145,3 +151,58 @@ def test_records_differing_beyond_the_seed_are_never_averaged():
     assert agg["mpjpe_mm"].tolist() == [110.0, 151.0] and agg["n_seeds"].tolist() == [1, 2]
     assert mixed_variants(df) == 1 and "**Warning:** 1 cell(s)" in markdown_report(df)
     assert mixed_variants(load_frame(recs[:2])) == 0 and "Warning" not in markdown_report(load_frame(recs[:2]))
+
+
+def test_report_skips_bad_records_with_one_warning_each(tmp_path):
+    """Bad record files planted among good ones: the report still exits 0 (in time: a FIFO must not block
+    it, a link to /dev/zero not exhaust memory), tables hold the good records only, one warning per file."""
+    recs = grid_records()[:3]
+    store = write_store(tmp_path / "s", recs).root
+    bad = {"str.json": dict(recs[0], key="bad1", gflops="abc"), "list.json": dict(recs[0], key="bad2", gflops=[1, 2]),
+           "status.json": dict(recs[0], key="bad3", status=3), "neg.json": dict(recs[0], key="bad4", gflops=-1),
+           "inf.json": dict(recs[0], key="bad5", gflops=float("inf"))}  # written as JSON `Infinity`
+    for name, rec in bad.items():
+        (store / name).write_text(json.dumps(rec))
+    assert "Infinity" in (store / "inf.json").read_text()
+    os.mkfifo(store / "x.json")
+    (store / "y.json").symlink_to("/dev/zero")
+    (store / "big.json").write_text(json.dumps(dict(recs[0], key="bad6", pad="x" * (MAX_RECORD_BYTES + 1))))
+    proc = subprocess.run([sys.executable, "-c", "import sys; from bench.cli import main; "
+                           f"sys.exit(main(['report', '--store', {str(store)!r}, '--out', {str(tmp_path / 'out')!r}]))"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [l for l in proc.stderr.splitlines() if str(store) in l]
+    assert len(warnings) == len(bad) + 3, proc.stderr
+    for name in [*bad, "x.json", "y.json", "big.json"]:
+        assert sum(str(store / name) in l for l in warnings) == 1, (name, proc.stderr)
+    csv = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert sorted(csv["key"]) == sorted(r["key"] for r in recs)
+    assert csv["gflops"].between(0, 1).all()
+    for f in (tmp_path / "out").glob("*.*[dvx]"):  # md, csv, tex
+        text = f.read_text()
+        assert not any(s in text for s in ("abc", "inf", "Infinity", "bad", "-1.000", "[1, 2]")), f.name
+
+
+def test_bad_csv_rows_are_skipped_with_their_row_number(tmp_path, caplog):
+    write_store(tmp_path / "s", grid_records())
+    write_report(str(tmp_path / "s"), str(tmp_path / "rep"))
+    df = pd.read_csv(tmp_path / "rep" / "results.csv", dtype=str)
+    df.loc[1, "gflops"], df.loc[2, "status"], df.loc[3, "frames"], df.loc[4, "gflops"] = "abc", "3", "x", "-inf"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    good = read_results(str(tmp_path / "bad.csv"))
+    assert len(good) == len(df) - 4 and good["gflops"].dtype == float and good["frames"].dtype == int
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 4, lines
+    for row, why in ((2, "gflops is 'abc' (str)"), (3, "status is '3' (str)"), (4, "frames is 'x' (str)"),
+                     (5, "gflops is -inf (float)")):
+        assert any(f"row {row} of {tmp_path / 'bad.csv'} (line {row + 1}): {why}" in l for l in lines), (row, lines)
+    names = {p.name for p in write_report(str(tmp_path / "bad.csv"), str(tmp_path / "rep2"))}
+    assert "efficiency.md" in names and "abc" not in (tmp_path / "rep2" / "results.md").read_text()
+
+
+def test_best_value_ignores_non_finite_values():
+    frame = pd.DataFrame({"GFLOPs": [1.0, -np.inf, np.nan, 0.5], "frames/s": [3.0, np.inf, 2.0, 2.0]})
+    mask = best_mask(frame, {"GFLOPs": LOWER, "frames/s": HIGHER})
+    assert mask["GFLOPs"].tolist() == [False, False, False, True]
+    assert mask["frames/s"].tolist() == [True, False, False, False]
+    assert best_mask(frame, {"GFLOPs": LOWER, "frames/s": LOWER}, whole_table=True).values.sum() == 1

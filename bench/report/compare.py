@@ -1,18 +1,24 @@
 """`vptbench compare BASELINE CURRENT`: regression check of one results store (or results.csv) against another.
 
 Cells are aligned by their description (backbone, preset, frames, pipeline, pruner, recoverer, schedule,
-data, seed). Per metric:
+data, mode, seed). Per metric:
 - params and FLOPs must match exactly (relative 1e-9: a model change shows up here first);
 - MPJPE / P-MPJPE may rise by at most `mpjpe_tol` mm;
 - throughput (frames/s) is compared as a ratio current/baseline and may drop by at most
   max(speed_tol, 3 × the combined coefficient of variation of the two measurements).
-A metric is compared only where both sides measured it. A cell that was ok and now failed is a regression.
+What the baseline measured is what CURRENT must deliver, so a gate never passes by comparing nothing:
+a metric the baseline measured (a finite value; a frames/s > 0) that CURRENT lacks (NaN, null, no
+column) regresses, as does a baseline cell missing from CURRENT and a cell that was ok and now failed.
+Metrics the baseline did not measure are not required (the committed params/FLOPs baseline asks for no
+MPJPE); a baseline cell that failed requires nothing. `partial=True` lists baseline cells and metrics
+that CURRENT did not measure as "not compared" instead (giving up that protection). No cell in common,
+or not a single metric compared, is a ValueError (exit 2): such a comparison proves nothing.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pandas as pd
 
@@ -23,34 +29,61 @@ __all__ = ["compare", "Comparison", "EXACT", "ACCURACY"]
 EXACT = ("params_m", "gflops", "gflops_total")
 ACCURACY = ("mpjpe_mm", "p_mpjpe_mm")
 SPEED = "frames_per_s"
+COMPARED = EXACT + ACCURACY + (SPEED,)
 REL_EXACT = 1e-9
+NO_VALUE = "no current value"
 
 
 @dataclass
 class Comparison:
-    rows: List[dict] = field(default_factory=list)        # one per (cell, metric) compared
-    missing: List[str] = field(default_factory=list)      # cells in the baseline only
-    new: List[str] = field(default_factory=list)          # cells in the current run only
+    rows: List[dict] = field(default_factory=list)          # one per (cell, metric) checked
+    missing: List[str] = field(default_factory=list)        # cells in the baseline only
+    new: List[str] = field(default_factory=list)            # cells in the current run only
+    not_compared: List[dict] = field(default_factory=list)  # (cell, metric) CURRENT lacks, with partial
+    partial: bool = False
 
     @property
     def regressions(self) -> List[dict]:
         return [r for r in self.rows if r["verdict"] == "REGRESSED"]
 
+    @property
+    def compared(self) -> List[dict]:
+        """Rows with a value on both sides (a status check included); not a metric CURRENT lacks."""
+        return [r for r in self.rows if r["change"] != NO_VALUE]
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.regressions) or (bool(self.missing) and not self.partial)
+
+    def counts(self) -> str:
+        """'12 cell(s), 36 metric(s) compared, 0 regression(s), 0 missing, 0 new, 0 not compared'."""
+        done = self.compared
+        bad = len(self.regressions) + (0 if self.partial else len(self.missing))
+        return (f"{len({r['cell'] for r in done})} cell(s), {len(done)} metric(s) compared, {bad} regression(s), "
+                f"{len(self.missing)} missing, {len(self.new)} new, {len(self.not_compared)} not compared")
+
     def markdown(self, baseline: str, current: str) -> str:
         bad = self.regressions
-        head = "❌ regression" if bad else "✅ no regression"
-        lines = [f"## vptbench compare: {head}", "", f"baseline `{baseline}` → current `{current}`: "
-                 f"{len({r['cell'] for r in self.rows})} cell(s) compared, {len(bad)} regression(s), "
-                 f"{len(self.missing)} missing, {len(self.new)} new.", ""]
+        head = "❌ regression" if self.regressed else "✅ no regression"
+        lines = [f"## vptbench compare: {head}", "",
+                 f"baseline `{baseline}` → current `{current}`: {self.counts()}."
+                 + (" `--partial`: baseline cells and metrics CURRENT did not measure are not required." if self.partial
+                    else ""), ""]
         if bad:
             lines += ["### Regressions", ""] + [f"- **{r['cell']}** {r['metric']}: {r['baseline']} → {r['current']} "
                                                  f"({r['change']}; {r['rule']})" for r in bad] + [""]
+        if self.missing and not self.partial:
+            lines += ["### Missing cells (in the baseline only: a regression; `--partial` allows them)", ""]
+            lines += [f"- {c}" for c in self.missing] + [""]
         if self.rows:
             lines += ["### All compared metrics", "", pd.DataFrame(self.rows).to_markdown(index=False), ""]
-        for title, cells in (("Missing cells (in the baseline only)", self.missing),
-                             ("New cells (in the current run only)", self.new)):
-            if cells:
-                lines += [f"### {title}", ""] + [f"- {c}" for c in cells] + [""]
+        if self.partial and (self.missing or self.not_compared):
+            lines += ["### Not compared (`--partial`: the baseline has them, CURRENT does not)", ""]
+            lines += [f"- {c} (cell not in CURRENT)" for c in self.missing]
+            lines += [f"- {r['cell']} {r['metric']} (baseline {r['baseline']}, {NO_VALUE})" for r in self.not_compared]
+            lines += [""]
+        if self.new:
+            lines += ["### New cells (in the current run only)", ""] + [f"- {c}" for c in self.new] + [""]
         return "\n".join(lines)
 
 
@@ -61,6 +94,7 @@ def _cell_name(row) -> str:
     name = f"{row['backbone']}[{row['preset']}]/{method}/{stages_label(row['schedule'])}"
     extra = [] if row["pipeline"] == "seq2seq" else [row["pipeline"]]
     extra += [] if row["data"] == "realmocap" else [f"data={row['data']}"]
+    extra += [] if row.get("mode", "scratch") == "scratch" else [f"mode={row['mode']}"]
     extra += [] if int(row["seed"]) == 0 else [f"seed={int(row['seed'])}"]
     return name + (f" ({', '.join(extra)})" if extra else "")
 
@@ -78,45 +112,89 @@ def _index(df: pd.DataFrame, path: str) -> pd.DataFrame:
     return df.set_index(CELL_COLUMNS, drop=False)
 
 
-def _fmt(v: float, metric: str) -> str:
+def _fmt(v: Optional[float], metric: str) -> str:
     """Enough digits that an exact-match failure shows the difference."""
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{12 if metric in EXACT else 6}g}"
 
 
-def _check(metric: str, b: pd.Series, c: pd.Series, mpjpe_tol: float, speed_tol: float) -> Tuple[str, str, bool]:
-    """(change, rule, regressed) for one metric of one cell."""
-    bv, cv = float(b[metric]), float(c[metric])
+def _value(row: pd.Series, metric: str) -> Optional[float]:
+    """The measured value, or None for not measured (absent, null, NaN) and for values no rule can use (an
+    infinite count; a frames/s <= 0 that no ratio can be taken against). Records are validated on reading;
+    this guards rows built by hand."""
+    try:
+        v = float(row.get(metric, math.nan))
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(v) or (metric == SPEED and v <= 0):
+        return None
+    return v
+
+
+def _cv(row: pd.Series) -> float:
+    v = _value(row, "speed_cv")
+    return v if v is not None and v >= 0 else 0.0
+
+
+def _check(metric: str, bv: float, cv: float, b: pd.Series, c: pd.Series, mpjpe_tol: float,
+           speed_tol: float) -> Tuple[str, str, bool]:
+    """(change, rule, regressed) for one metric of one cell; bv is a usable baseline value (see _value)."""
     if metric in EXACT:
         ok = math.isclose(bv, cv, rel_tol=REL_EXACT, abs_tol=0.0)
         return f"{cv - bv:+.6g}", "must match (rel 1e-9)", not ok
     if metric in ACCURACY:
         return f"{cv - bv:+.2f} mm", f"rise ≤ {mpjpe_tol:g} mm", cv - bv > mpjpe_tol
-    noise = math.hypot(float(b.get("speed_cv", 0) or 0), float(c.get("speed_cv", 0) or 0))
-    allowed = max(speed_tol, 3 * (0.0 if math.isnan(noise) else noise))
+    allowed = max(speed_tol, 3 * math.hypot(_cv(b), _cv(c)))
     ratio = cv / bv
     return f"×{ratio:.3f}", f"drop ≤ {100 * allowed:.0f}%", ratio < 1 - allowed
 
 
-def compare(baseline: str, current: str, mpjpe_tol: float = 0.5, speed_tol: float = 0.10) -> Comparison:
-    if mpjpe_tol < 0 or not 0 <= speed_tol < 1:
+def _measured(df: pd.DataFrame) -> str:
+    """Which compared metrics some cell of `df` measured, for the nothing-to-compare message."""
+    return ", ".join(m for m in COMPARED if any(_value(row, m) is not None for _, row in df.iterrows())) or "none"
+
+
+def _compare_cell(out: Comparison, br: pd.Series, cr: pd.Series, mpjpe_tol: float, speed_tol: float) -> None:
+    name = _cell_name(br)
+    if br["status"] != "ok":  # a failed baseline cell holds no reference values
+        return
+    if cr["status"] != "ok":
+        out.rows.append(dict(cell=name, metric="status", baseline="ok", current=cr["status"],
+                             change=cr["error"] if isinstance(cr.get("error"), str) else "",
+                             rule="must stay ok", verdict="REGRESSED"))
+        return
+    for metric in COMPARED:
+        bv = _value(br, metric)
+        if bv is None:  # the baseline did not measure it: not required
+            continue
+        cv = _value(cr, metric)
+        if cv is None and out.partial:
+            out.not_compared.append(dict(cell=name, metric=metric, baseline=_fmt(bv, metric)))
+        elif cv is None:
+            out.rows.append(dict(cell=name, metric=metric, baseline=_fmt(bv, metric), current="–", change=NO_VALUE,
+                                 rule="must be measured", verdict="REGRESSED"))
+        else:
+            change, rule, bad = _check(metric, bv, cv, br, cr, mpjpe_tol, speed_tol)
+            out.rows.append(dict(cell=name, metric=metric, baseline=_fmt(bv, metric), current=_fmt(cv, metric),
+                                 change=change, rule=rule, verdict="REGRESSED" if bad else "ok"))
+
+
+def compare(baseline: str, current: str, mpjpe_tol: float = 0.5, speed_tol: float = 0.10,
+            partial: bool = False) -> Comparison:
+    if not mpjpe_tol >= 0 or not 0 <= speed_tol < 1:
         raise ValueError("--mpjpe-tol must be >= 0 (mm) and --speed-tol in [0, 1) (a fraction, e.g. 0.1)")
     b = _index(read_results(baseline), baseline)
     c = _index(read_results(current), current)
-    out = Comparison()
+    common = b.index.intersection(c.index)
+    if len(common) == 0:
+        raise ValueError(f"nothing to compare: {baseline} and {current} have no cell in common ({len(b)} baseline "
+                         f"cells, {len(c)} current); compare stores of the same grid")
+    out = Comparison(partial=partial)
     out.missing = sorted(_cell_name(b.loc[k]) for k in b.index.difference(c.index))
     out.new = sorted(_cell_name(c.loc[k]) for k in c.index.difference(b.index))
-    for k in b.index.intersection(c.index):
-        br, cr = b.loc[k], c.loc[k]
-        name = _cell_name(br)
-        if br["status"] == "ok" and cr["status"] != "ok":
-            out.rows.append(dict(cell=name, metric="status", baseline="ok", current=cr["status"],
-                                 change=str(cr.get("error", "")), rule="must stay ok", verdict="REGRESSED"))
-            continue
-        for metric in EXACT + ACCURACY + (SPEED,):
-            if metric not in br or metric not in cr or pd.isna(br[metric]) or pd.isna(cr[metric]):
-                continue
-            change, rule, bad = _check(metric, br, cr, mpjpe_tol, speed_tol)
-            out.rows.append(dict(cell=name, metric=metric, baseline=_fmt(br[metric], metric),
-                                 current=_fmt(cr[metric], metric),
-                                 change=change, rule=rule, verdict="REGRESSED" if bad else "ok"))
+    for k in common:
+        _compare_cell(out, b.loc[k], c.loc[k], mpjpe_tol, speed_tol)
+    if not out.compared:
+        raise ValueError(f"nothing to compare: {baseline} and {current} have {len(common)} cell(s) in common but no "
+                         f"metric measured in both (baseline: {_measured(b.loc[common])}; current: "
+                         f"{_measured(c.loc[common])}); run CURRENT with the metrics of BASELINE")
     return out

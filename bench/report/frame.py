@@ -1,14 +1,21 @@
 """Store records -> one flat pandas frame (results.csv), the cell-identity columns, method names and
-seed aggregation (mean ± std over records that differ only in `seed`)."""
+seed aggregation (mean ± std over records that differ only in `seed`).
+
+Records are validated against the schema in `bench.records` wherever they are read: the store skips a
+bad record file, `read_results` a bad results.csv row, each with one warning naming it, so a report or a
+comparison is built from the good records only."""
 from __future__ import annotations
 
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any, Dict, Iterable
 
 import numpy as np
 import pandas as pd
 
+from ..records import INTS, METRICS as METRIC_RANGES, REQUIRED, STRINGS, record_problem
 from ..store import ResultStore, cell_key
 
 __all__ = ["load_frame", "read_results", "method_name", "stages_label", "CELL_COLUMNS", "aggregate_seeds",
@@ -17,8 +24,8 @@ __all__ = ["load_frame", "read_results", "method_name", "stages_label", "CELL_CO
 FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops")
 # what tells two cells apart in a table (the hash `key` also covers train/speed settings)
 CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "mode", "seed"]
-METRICS = ["params_m", "gflops", "gflops_total", "clips_per_s", "frames_per_s", "latency_ms", "peak_mem_mb",
-           "speed_cv", "mpjpe_mm", "p_mpjpe_mm", "mpjve_mm"]
+METRICS = list(METRIC_RANGES)
+log = logging.getLogger(__name__)
 
 
 def _flatten(rec: Dict[str, Any]) -> Dict[str, Any]:
@@ -46,28 +53,84 @@ def load_frame(records: Iterable[Dict[str, Any]]) -> pd.DataFrame:
 
 def read_results(path: str) -> pd.DataFrame:
     """A results store directory or a results.csv written by `vptbench report`; ValueError (one line) if
-    it is neither or holds no cells."""
+    it is neither or holds no cells. Invalid records (store) and rows (csv) are skipped with a warning."""
     p = Path(path)
     if p.is_dir():
-        df = load_frame(ResultStore(p).records())
+        df = load_frame(ResultStore(p).records(required=REQUIRED))
     elif p.is_file():
-        try:
-            df = pd.read_csv(p)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not a readable results.csv ({type(e).__name__}); "
-                             "pass a store directory or the results.csv of `vptbench report`") from None
+        df = _read_csv(p)
     else:
         raise ValueError(f"{path} does not exist; pass a results store directory or a results.csv")
     if df.empty:
-        raise ValueError(f"{path} holds no records; run some cells into it first (vptbench run ... store=DIR)")
+        raise ValueError(f"{path} holds no valid records; run some cells into it first (vptbench run ... store=DIR)")
     _default_mode(df)
-    missing = [c for c in CELL_COLUMNS + ["status"] if c not in df]
+    missing = [c for c in CELL_COLUMNS + ["key", "status"] if c not in df]
     if missing:
         raise ValueError(f"{path} lacks column(s) {', '.join(missing)}; pass a store or a results.csv of `vptbench report`")
     for col in METRICS:
-        if col not in df:
-            df[col] = np.nan
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df else np.nan
     return df
+
+
+def _read_csv(p: Path) -> pd.DataFrame:
+    """The valid rows of a results.csv (its text columns read as text: a key of digits stays a string)."""
+    try:
+        df = pd.read_csv(p, dtype={c: str for c in ("key", "status", "schedule", *STRINGS)})
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p} is not a readable results.csv ({type(e).__name__}); "
+                         "pass a store directory or the results.csv of `vptbench report`") from None
+    missing = [c for c in CELL_COLUMNS + ["key", "status"] if c not in df and c != "mode"]
+    if missing or df.empty:
+        return df  # read_results names what is wrong
+    good = []
+    for i, row in enumerate(df.to_dict("records")):
+        problem = record_problem(_csv_record(row))
+        if problem:
+            log.warning("skipping row %d of %s (line %d): %s; fix or delete the row", i + 1, p, i + 2, problem)
+        good.append(problem is None)
+    df = df[good].reset_index(drop=True)
+    for col in INTS:  # all valid now; a column with an empty cell stays float (NaN)
+        if col in df:
+            df[col] = pd.to_numeric(df[col])
+            df[col] = df[col] if df[col].isna().any() else df[col].astype(int)
+    return df
+
+
+def _csv_record(row: Dict[str, Any]) -> Dict[str, Any]:
+    """A csv row as the record it was flattened from, for the schema check: an empty cell is absent, numbers
+    written as text are numbers, JSON columns are parsed."""
+    rec = {}
+    for k, v in row.items():
+        v = v.item() if isinstance(v, np.generic) else v
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if k in ("schedule", "per_action_mpjpe_mm"):
+            v = _json_or_text(v)
+        elif k in METRICS and isinstance(v, str):
+            v = _number_or_text(v)
+        elif k in INTS:
+            v = _int_or_same(_number_or_text(v) if isinstance(v, str) else v)
+        rec[k] = v
+    return rec
+
+
+def _json_or_text(v: Any) -> Any:
+    try:
+        return json.loads(v) if isinstance(v, str) else v
+    except (ValueError, RecursionError):
+        return v
+
+
+def _number_or_text(v: str) -> Any:
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def _int_or_same(v: Any) -> Any:
+    """27.0 -> 27: a csv column with an empty cell is read as floats."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def _default_mode(df: pd.DataFrame) -> None:

@@ -29,16 +29,20 @@ def tex_escape(text: str) -> str:
 
 
 def best_mask(frame: pd.DataFrame, directions: Dict[str, str], whole_table: bool = False) -> pd.DataFrame:
-    """True where a column (or, with whole_table, the whole table) reaches its best; ties all marked."""
+    """True where a column (or, with whole_table, the whole table) reaches its best; ties all marked.
+    Only finite values compete: records are validated on reading, but an infinite value must never be
+    the bold "best" (nor a NaN hide one)."""
     mask = pd.DataFrame(False, index=frame.index, columns=frame.columns)
-    cols = [c for c in directions if c in frame and frame[c].notna().sum() > 1]
+    finite = {c: pd.to_numeric(frame[c], errors="coerce").astype(float).where(lambda v: np.isfinite(v))
+              for c in directions if c in frame}
+    cols = [c for c, v in finite.items() if v.notna().sum() > 1]
     if whole_table and cols:
-        vals = frame[cols].astype(float)
-        best = np.nanmin(vals.values) if directions[cols[0]] == LOWER else np.nanmax(vals.values)
-        mask[cols] = np.isclose(vals.values, best, rtol=1e-9, atol=0)
+        vals = pd.concat([finite[c] for c in cols], axis=1).values
+        best = np.nanmin(vals) if directions[cols[0]] == LOWER else np.nanmax(vals)
+        mask[cols] = np.isclose(vals, best, rtol=1e-9, atol=0)
         return mask
     for c in cols:
-        v = frame[c].astype(float)
+        v = finite[c]
         best = v.min() if directions[c] == LOWER else v.max()
         mask[c] = np.isclose(v, best, rtol=1e-9, atol=0)
     return mask
