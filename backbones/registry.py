@@ -136,6 +136,7 @@ def resolve_config(presets: Dict[str, Any], preset: str, overrides: Dict[str, An
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     for key, value in overrides.items():
         _check_type(family, key, getattr(base, key), value)
+        _check_range(family, key, value)
     return dataclasses.replace(base, **overrides)
 
 
@@ -148,3 +149,17 @@ def _check_type(family: str, key: str, default: Any, value: Any) -> None:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return
     raise ValueError(f"{family} option {key} must be {want.__name__} (like {default!r}), got {value!r}")
+
+
+def _check_range(family: str, key: str, value: Any) -> None:
+    """Architecture numbers are sizes and counts (ints >= 1: depth=0 would build an empty model whose
+    record reads "ok" with 0 GFLOPs), rates and scales (finite floats >= 0, drop rates < 1)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"{family} option {key} must be >= 1, got {value} (a size or count)")
+    if isinstance(value, float) and not (math.isfinite(value) and value >= 0 and ("drop" not in key or value < 1)):
+        rule = "in [0, 1)" if "drop" in key else "a finite number >= 0"
+        raise ValueError(f"{family} option {key} must be {rule}, got {value}")

@@ -17,7 +17,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -27,10 +27,11 @@ import torch
 
 import backbones
 from . import __version__
-from .config import Config, PrunerCfg, RecovererCfg
+from .checkpoint import read_checkpoint, save_checkpoint
+from .config import Config, DataCfg, PrunerCfg, RecovererCfg
 from .store import ResultStore, cell_key
 
-__all__ = ["run_cell", "build_model", "environment", "load_baseline"]
+__all__ = ["run_cell", "build_model", "environment", "load_baseline", "load_cell_data"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,33 @@ def environment(device: str = "cpu") -> Dict[str, Any]:
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def _data_key(data: DataCfg) -> Tuple:
+    """What a loaded split depends on: the config and, for user files, their size and modification time."""
+    paths = tuple(sorted((k, str(v)) for k, v in dict(data.paths).items()))
+    stats = []
+    for _, path in paths:
+        try:
+            st = os.stat(path)
+            stats.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append(None)
+    return data.name, paths, float(data.noise_px), tuple(stats)
+
+
+@lru_cache(maxsize=1)
+def _load_split_cached(key: Tuple):
+    from .data import load_split
+
+    name, paths, noise_px, _ = key
+    return load_split(name, paths=dict(paths) or None, **({"noise_px": noise_px} if noise_px else {}))
+
+
+def load_cell_data(data: DataCfg):
+    """(train, test) sequences of a cell's data config. The last split loaded is kept, so a grid's
+    preflight check and the cells that run in the same process read the files once."""
+    return _load_split_cached(_data_key(data))
+
+
 def _describe(cfg: Config) -> Dict[str, Any]:
     """The flat, table-friendly description of a cell."""
     bcfg = backbones.backbone_config(cfg.backbone.name, cfg.preset.name, **dict(cfg.backbone.overrides))
@@ -116,11 +144,9 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any]) -> None
         record.update(speed_batch=s.batch_size, speed_threads=row.get("threads", s.threads),
                       speed_precision=s.precision)
     if "accuracy" in todo:
-        from .data import load_split
         from .train import evaluate_model
 
-        train_seqs, test_seqs = load_split(cfg.data.name, paths=dict(cfg.data.paths) or None,
-                                       **({"noise_px": cfg.data.noise_px} if cfg.data.noise_px else {}))
+        train_seqs, test_seqs = load_cell_data(cfg.data)
         threads = torch.get_num_threads()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -168,17 +194,21 @@ def _train(cfg: Config, model, train_seqs, checkpoint: Path) -> Dict[str, Any]:
 def _trained_baseline(cfg: Config, train_seqs, path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """The trained unpruned model for `cfg` (same backbone, preset, data, training, seed): loaded from
     `path` when a previous cell trained it, else trained once and cached there atomically."""
-    if path.exists():
-        saved = torch.load(path, weights_only=False)
-        return saved["model"], saved["train"]
-    from .train import _save_atomic
-
     base_cfg = replace(cfg, pruner=PrunerCfg(), recoverer=RecovererCfg(), schedule=[], mode="scratch")
+
+    def fits(saved) -> None:  # a file of another model (or planted) is rejected here, not in every cell using it
+        if not isinstance(saved["train"], dict):
+            raise ValueError("its 'train' entry is not a dict")
+        build_model(base_cfg).load_state_dict(saved["model"])
+
+    saved = read_checkpoint(path, required=("model", "train"), apply=fits)
+    if saved is not None:
+        return saved["model"], saved["train"]
     torch.manual_seed(cfg.seed)
     base = build_model(base_cfg)
     resume = path.with_name(f"run-{path.name}")
     info = _train(base_cfg, base, train_seqs, resume)
-    _save_atomic({"model": base.state_dict(), "train": info, "identity": cfg.baseline_identity()}, path)
+    save_checkpoint({"model": base.state_dict(), "train": info, "identity": cfg.baseline_identity()}, path)
     resume.unlink(missing_ok=True)
     return base.state_dict(), info
 

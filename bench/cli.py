@@ -25,9 +25,11 @@ commands:
                              vptbench run backbone=mixste pruner=cluster recoverer=attention 'schedule=[[3,81]]' metrics=[params,flops]
   report --store DIR --out DIR
                              write results.csv, results.md and plots from a results store
-  compare BASELINE CURRENT [--mpjpe-tol MM] [--speed-tol FRACTION] [--out FILE]
+  compare BASELINE CURRENT [--mpjpe-tol MM] [--speed-tol FRACTION] [--partial] [--out FILE]
                              regression check of a store (or results.csv) against a baseline: exit 1 names
-                             the regressed cells, e.g. vptbench compare results/baselines/quickstart_params_flops.csv results/store
+                             the regressed cells (a baseline cell or metric CURRENT lacks regresses unless
+                             --partial), exit 2 if nothing could be compared, e.g.
+                             vptbench compare results/baselines/quickstart_params_flops.csv results/store
   list                       show backbones, presets, pruners, recoverers, pipelines, data, models and experiments
   quickstart                 the main job: default ablation grid + paper-preset efficiency + report
 """
@@ -100,6 +102,7 @@ def _compose_all(overrides: List[str], multirun: bool) -> list:
         parsed = parser.parse_overrides(overrides)
     except Exception as e:  # hydra's OverrideParseException
         raise UserError(_one_line(e)) from None
+    _check_group_values(parsed, parser)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     sweeps = {o.get_key_element(): [o.get_key_element() + "=" + v for v in _sweep_values(o)]
               for o in parsed if o.is_sweep_override()}
@@ -112,6 +115,7 @@ def _compose_all(overrides: List[str], multirun: bool) -> list:
                 # a fixed value pinning the key as a sweep replaces it (as hydra's BasicSweeper does)
                 pinned = {o.get_key_element() for o in parsed if not o.is_sweep_override()}
                 base = compose("config", overrides=fixed, return_hydra_config=True)
+                _check_launcher(base.hydra.launcher)
                 params = base.hydra.sweeper.params
                 for key, val in (OmegaConf.to_container(params, resolve=True) if params else {}).items():
                     if key not in sweeps and key not in pinned:
@@ -129,6 +133,44 @@ def _compose_all(overrides: List[str], multirun: bool) -> list:
     finally:
         GlobalHydra.instance().clear()
     return cells
+
+
+# A config group's option is a file name inside its group folder: a value like `../model/x` or an
+# absolute path would make hydra load a YAML from anywhere.
+_OPTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _check_group_values(parsed, parser) -> None:
+    for o in parsed:
+        key = o.key_or_group
+        if "." in key or not (key.startswith("hydra/") or (ABLATIONS / key).is_dir()):
+            continue
+        values = _sweep_values(o) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        for value in values:
+            if value != "null" and (not _OPTION_NAME.fullmatch(value) or ".." in value):
+                where = "a hydra plugin's option name, e.g. joblib" if key.startswith("hydra/") else (
+                    f"the name of a file in ablations/{key}/ (vptbench list shows them)")
+                raise UserError(f"{key}={value} is not an option name; {key} takes {where}, not a path")
+
+
+def _check_launcher(launcher) -> None:
+    """Launcher settings that would fail inside hydra with a traceback, as one line before any compute."""
+    import shutil
+
+    target = str(launcher.get("_target_", ""))
+    n_jobs = launcher.get("n_jobs")
+    if "joblib" in target.lower() and n_jobs is not None and (n_jobs == 0 or n_jobs < -1):
+        raise UserError(f"hydra.launcher.n_jobs={n_jobs}: give the number of cells to run at once (>= 1), "
+                        "or -1 for one per core")
+    cpus = launcher.get("cpus_per_task")
+    if cpus is not None and cpus < 1:
+        raise UserError(f"hydra.launcher.cpus_per_task={cpus} must be >= 1 (cores per cell)")
+    if target.endswith("SlurmLauncher"):
+        absent = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+        if absent:
+            raise UserError(f"hydra/launcher=submitit_slurm needs SLURM, but {' and '.join(absent)} "
+                            f"{'is' if len(absent) == 1 else 'are'} not on PATH; run on a SLURM login node, or use "
+                            "hydra/launcher=joblib (or submitit_local) on this machine")
 
 
 def _sweep_values(o) -> List[str]:
@@ -246,9 +288,12 @@ def cmd_compare(args: List[str]) -> int:
     p.add_argument("current", help="results store directory or results.csv")
     p.add_argument("--mpjpe-tol", type=float, default=0.5, help="allowed MPJPE / P-MPJPE rise in mm")
     p.add_argument("--speed-tol", type=float, default=0.10, help="allowed frames/s drop (fraction; at least 3x CV)")
+    p.add_argument("--partial", action="store_true",
+                   help="allow CURRENT to lack baseline cells and metrics: list them as not compared instead of "
+                        "failing (gives up that protection)")
     p.add_argument("--out", help="also write the markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     a = p.parse_args(args)
-    result = compare(a.baseline, a.current, mpjpe_tol=a.mpjpe_tol, speed_tol=a.speed_tol)
+    result = compare(a.baseline, a.current, mpjpe_tol=a.mpjpe_tol, speed_tol=a.speed_tol, partial=a.partial)
     text = result.markdown(a.baseline, a.current)
     print(text)
     if a.out:
@@ -257,7 +302,11 @@ def cmd_compare(args: List[str]) -> int:
     for r in result.regressions:
         print(f"vptbench compare: REGRESSED {r['cell']} {r['metric']}: {r['baseline']} -> {r['current']} ({r['rule']})",
               file=sys.stderr)
-    return 1 if result.regressions else 0
+    for cell in [] if a.partial else result.missing:
+        print(f"vptbench compare: REGRESSED {cell}: in BASELINE, missing from CURRENT (--partial allows it)",
+              file=sys.stderr)
+    print(f"vptbench compare: {result.counts()}", file=sys.stderr)
+    return 1 if result.regressed else 0
 
 
 def cmd_list(args: List[str]) -> int:

@@ -6,7 +6,9 @@ what one grid cell runs; `cell_identity()` is what the results store keys it by.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -152,16 +154,48 @@ class Config:
         from .measure.speed import PRECISIONS
         if self.speed.precision not in PRECISIONS:
             raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if self.train.finetune_steps < 0:
-            raise ValueError("train.finetune_steps must be >= 0 (0 = the same as train.steps)")
-        if self.train.steps < 0 or self.train.batch_size < 1 or self.speed.batch_size < 1 or self.eval.batch_size < 1:
-            raise ValueError("train.steps must be >= 0 and batch sizes >= 1")
+        self._check_numbers()
         self._check_accuracy()
         if self.mode != "finetune":
-            self.train.finetune_steps = 0  # only finetune cells use it: keep other cells' identity canonical
+            # only finetune cells use it: keep other cells' identity canonical. A new TrainCfg, not an
+            # assignment: `dataclasses.replace(cell, mode="scratch")` (the cell's baseline) shares it with the cell
+            self.train = replace(self.train, finetune_steps=0)
         if "accuracy" in self.metrics:
             from .data import check_data
             check_data(self.data.name, dict(self.data.paths), self.data.noise_px)
+
+    def _check_numbers(self) -> None:
+        """Every number a cell uses, in range before any compute (one line: name, rule, value, meaning)."""
+        t, sp = self.train, self.speed
+        for name, value, ok, rule, meaning in [
+            ("seed", self.seed, 0 <= self.seed < 2 ** 63, ">= 0", "seeds numpy and torch"),
+            ("train.steps", t.steps, t.steps >= 0, ">= 0", "optimiser steps"),
+            ("train.finetune_steps", t.finetune_steps, t.finetune_steps >= 0, ">= 0", "0 = the same as train.steps"),
+            ("train.batch_size", t.batch_size, t.batch_size >= 1, ">= 1", "clips per step"),
+            ("train.lr", t.lr, math.isfinite(t.lr) and t.lr > 0, "a finite number > 0", "peak learning rate"),
+            ("train.weight_decay", t.weight_decay, math.isfinite(t.weight_decay) and t.weight_decay >= 0,
+             "a finite number >= 0", "0 = none"),
+            ("train.warmup_steps", t.warmup_steps, t.warmup_steps >= 0, ">= 0", "0 = no warm-up"),
+            ("train.tc_weight", t.tc_weight, math.isfinite(t.tc_weight) and t.tc_weight >= 0, "a finite number >= 0",
+             "mixste loss"),
+            ("train.vel_weight", t.vel_weight, math.isfinite(t.vel_weight) and t.vel_weight >= 0, "a finite number >= 0",
+             "mixste loss"),
+            ("train.threads", t.threads, t.threads >= 0, ">= 0", "0 = leave torch's setting"),
+            ("data.train_stride", self.data.train_stride, self.data.train_stride >= 1, ">= 1",
+             "frames between training windows"),
+            ("eval.batch_size", self.eval.batch_size, self.eval.batch_size >= 1, ">= 1", "clips per forward"),
+            ("speed.batch_size", sp.batch_size, sp.batch_size >= 1, ">= 1", "clips per timed forward"),
+            ("speed.threads", sp.threads, sp.threads >= 1, ">= 1", "torch threads while timing"),
+            ("speed.warmup", sp.warmup, sp.warmup >= 0, ">= 0", "untimed forwards first"),
+            ("speed.iters", sp.iters, sp.iters >= 1, ">= 1", "forwards per timed repeat"),
+            ("speed.repeats", sp.repeats, sp.repeats >= 1, ">= 1", "timed repeats; the median is kept"),
+        ]:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {value!r} ({meaning})")
+        if not str(self.store).strip():
+            raise ValueError("store= is empty; pass store=DIR, the results store directory (default results/store)")
+        if Path(self.store).expanduser().resolve() == Path(Path(self.store).expanduser().resolve().anchor):
+            raise ValueError(f"store={self.store} is the filesystem root; pass store=DIR, a directory of its own")
 
     def _check_accuracy(self) -> None:
         t = self.train
@@ -170,8 +204,8 @@ class Config:
                                    ("train.optimizer", t.optimizer, OPTIMIZERS)]:
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-        if (t.epoch_steps < 0 or t.epochs < 0 or t.lr_decay_large_every < 0 or not 0 < t.lr_decay <= 1
-                or not 0 < t.lr_decay_large <= 1 or t.minutes < 0 or t.checkpoint_every < 0):
+        if (t.epoch_steps < 0 or not math.isfinite(t.epochs) or t.epochs < 0 or t.lr_decay_large_every < 0 or not 0 < t.lr_decay <= 1
+                or not 0 < t.lr_decay_large <= 1 or not 0 <= t.minutes < math.inf or t.checkpoint_every < 0):
             raise ValueError("train.epoch_steps, train.epochs, train.lr_decay_large_every, train.minutes and "
                              "train.checkpoint_every must be >= 0, train.lr_decay and train.lr_decay_large in (0, 1]")
         if self.pruner.name == "none":

@@ -13,7 +13,7 @@ import threading
 from dataclasses import replace
 from typing import Dict, Iterator, List, Tuple
 
-from .cell import METRIC_FIELDS, _short, run_cell
+from .cell import METRIC_FIELDS, _short, load_cell_data, run_cell
 from .config import Config
 from .store import ResultStore, cell_key
 
@@ -45,12 +45,11 @@ class Grid:
         that cannot be loaded; remove temp files left by killed writers."""
         for store in sorted({s for s, _ in self.cells}):
             ResultStore(store).prepare()
-        datasets = sorted({cfg.data.name for cfg in self.cells.values() if "accuracy" in cfg.metrics})
-        if datasets:
-            from .data import load_split
-
-            for name in datasets:  # missing file, wrong shapes, NaNs: one line naming the fix
-                load_split(name)
+        seen = set()
+        for cfg in self.cells.values():  # missing file, wrong shapes, NaNs: one line naming the fix
+            if "accuracy" in cfg.metrics and repr(cfg.data) not in seen:
+                seen.add(repr(cfg.data))
+                load_cell_data(cfg.data)
 
     def incomplete(self) -> List[Tuple[str, str]]:
         """Cells this run has to compute (all of them with rerun)."""

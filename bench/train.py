@@ -24,7 +24,6 @@ frames the plain pass kept. MPJPE / P-MPJPE / MPJVE averaged per action, then ov
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -35,11 +34,13 @@ from tqdm.auto import tqdm
 
 from backbones.hourglass import gather_frames
 
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data.h36m import action_class
 from .data.skeleton import NUM_JOINTS
 from .data.windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
 from .metrics import flip_poses, mean_over_actions, mpjpe, mpjve, p_mpjpe
 
-__all__ = ["train_model", "evaluate_model", "mpjpe_loss", "mixste_loss", "model_input", "LOSSES", "LR_SCHEDULES",
+__all__ = ["TrainingDiverged", "train_model", "evaluate_model", "mpjpe_loss", "mixste_loss", "model_input", "LOSSES", "LR_SCHEDULES",
            "OPTIMIZERS", "MIXSTE_JOINT_WEIGHTS"]
 
 LOSSES = ("mpjpe", "mixste")
@@ -104,11 +105,11 @@ def _lr_lambda(schedule: str, steps: int, warmup_steps: int, epoch_steps: int, l
     raise ValueError(f"unknown train.lr_schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
 
 
-def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+class TrainingDiverged(ValueError):
+    """The loss (or a weight) became NaN or inf: the cell fails with the step and the fix."""
+
+
+RESUME_KEYS = ("model", "optimizer", "scheduler", "numpy_rng", "torch_rng", "step", "losses")
 
 
 def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: int, batch_size: int,
@@ -137,22 +138,40 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
         return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0, "train_stop": "steps"}
     if len(index) == 0:
         raise ValueError(f"no training windows of {frames} frames in the training split; use shorter clips")
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
     make_opt = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam  # Adam: L2 decay, MHFormer's
-    opt = make_opt(model.parameters(), lr=lr, weight_decay=weight_decay, amsgrad=amsgrad)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(lr_schedule, steps, warmup_steps, epoch_steps, lr_decay,
-                                                              lr_decay_large, lr_decay_large_every))
+
+    def fresh():
+        """Optimiser, scheduler and samplers of a run that starts at step 0."""
+        torch.manual_seed(seed)
+        o = make_opt(model.parameters(), lr=lr, weight_decay=weight_decay, amsgrad=amsgrad)
+        return o, torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(lr_schedule, steps, warmup_steps, epoch_steps,
+                                                                  lr_decay, lr_decay_large, lr_decay_large_every)), \
+            np.random.default_rng(seed)
+
+    opt, sched, rng = fresh()
     losses: List[float] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"])
-        start, losses = state["step"], state["losses"]
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+
+        def resume(state) -> None:
+            try:
+                if not isinstance(state["step"], int) or not 0 < state["step"] <= steps:
+                    raise ValueError(f"step {state['step']!r} is not within this run's 1..{steps}")
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                rng.bit_generator.state = state["numpy_rng"]
+                torch.set_rng_state(state["torch_rng"])
+            except BaseException:
+                model.load_state_dict(initial)  # a half-applied file must not leak into the fresh run
+                raise
+
+        state = read_checkpoint(Path(checkpoint), required=RESUME_KEYS, apply=resume)
+        if state is None:
+            opt, sched, rng = fresh()
+        else:
+            start, losses = state["step"], [float(v) for v in state["losses"]]
     seq2frame = getattr(model, "pipeline", "seq2seq") == "seq2frame"
     in_chans = model.backbone.in_chans
     objective = mpjpe_loss if loss == "mpjpe" else lambda p, y: mixste_loss(p, y, tc_weight, vel_weight)
@@ -174,6 +193,8 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
         else:
             pred = model(x)
         value = objective(pred, y)
+        if not torch.isfinite(value):
+            _diverged(step + 1, value.item(), lr, checkpoint)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
@@ -181,16 +202,25 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
         losses.append(mpjpe_loss(pred.detach(), y).item() * 1000.0)
         bar.set_postfix(mpjpe_mm=f"{losses[-1]:.1f}")
         if checkpoint is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0:
-            _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                           "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                           "step": step + 1, "losses": losses}, Path(checkpoint))
         if minutes > 0 and time.perf_counter() - t0 > 60.0 * minutes:
             stop = "minutes"
             break
     model.eval()
+    if not all(torch.isfinite(p).all() for p in model.parameters()):  # the last step blew the weights up
+        _diverged(len(losses), float("nan"), lr, checkpoint)
     tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
     return {"train_steps": len(losses), "train_loss_mm": float(np.mean(tail)), "train_s": time.perf_counter() - t0,
             "train_stop": stop, "train_losses_mm": losses}
+
+
+def _diverged(step: int, loss: float, lr: float, checkpoint: Optional[Path]) -> None:
+    """Stop a run whose loss left the finite numbers; its checkpoint goes too, so nothing reuses it."""
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
+    raise TrainingDiverged(f"training diverged at step {step} (loss {loss:g}); lower train.lr (now {lr:g})")
 
 
 @torch.inference_mode()  # not just no_grad: float32 CPU linears then run on oneDNN (backbones.layers.Linear)
@@ -229,14 +259,18 @@ def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int =
             pred = _predict(model, pos2d_of(seq)[clips], batch_size, flip)       # (n_clips, frames, J, 3)
             target = seq.pos3d[clips]
             vel_pred, vel_target = pred, target
+        if not np.isfinite(pred).all():
+            raise ValueError(f"the model predicts NaN or inf for {seq.subject} {seq.action}: its weights are not "
+                             "usable (a diverged or corrupt training run); lower train.lr or retrain")
         pred = pred.copy()
         pred[..., 0, :] = 0.0                                            # root zeroed (reference E)
         vel_pred = vel_pred.copy()
         vel_pred[..., 0, :] = 0.0
         n = int(np.prod(pred.shape[:-2]))
-        rows_p1.append((seq.action, mpjpe(pred, target), n))
-        rows_p2.append((seq.action, p_mpjpe(pred, target), n))
-        rows_vel.append((seq.action, mpjve(vel_pred, vel_target), n))
+        action = action_class(seq.action)  # 'Walking 1' and 'Walking' are one protocol action (VideoPose3D)
+        rows_p1.append((action, mpjpe(pred, target), n))
+        rows_p2.append((action, p_mpjpe(pred, target), n))
+        rows_vel.append((action, mpjve(vel_pred, vel_target), n))
         n_frames += n
     p1, per_action = mean_over_actions(rows_p1)
     return {

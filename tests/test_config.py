@@ -78,3 +78,16 @@ def test_finetune_steps_only_in_finetune_cells_and_not_in_the_baseline():
     assert ft.baseline_identity() == zs.baseline_identity() == base.baseline_identity()
     with pytest.raises(ValueError, match="finetune_steps must be >= 0"):
         make(train=TrainCfg(finetune_steps=-1))
+
+
+def test_deriving_the_baseline_config_leaves_the_cell_untouched():
+    """`replace(cell, mode="scratch", ...)` builds the cell's baseline; canonicalising it must not reach
+    into the TrainCfg it shares with the cell (a finetune cell then trained `steps`, not `finetune_steps`)."""
+    from dataclasses import replace
+
+    from bench.config import TrainCfg
+
+    ft = make(pruner=PrunerCfg("uniform"), recoverer=RecovererCfg("interpolation"), schedule=[[1, 81]],
+              mode="finetune", train=TrainCfg(steps=100, finetune_steps=20))
+    base = replace(ft, pruner=PrunerCfg(), recoverer=RecovererCfg(), schedule=[], mode="scratch")
+    assert base.train.finetune_steps == 0 and ft.train.finetune_steps == 20

@@ -52,8 +52,8 @@ BAD = [  # (overrides, text the one-line error must contain)
     (["metrics=[]"], "valid metrics"),
     (["seed=abc"], "seed"),
     (["train.steps=many"], "train.steps"),
-    (["train.steps=-1"], "train.steps"),
-    (["speed.batch_size=0"], "batch sizes"),
+    (["train.steps=-1"], "train.steps must be >= 0"),
+    (["speed.batch_size=0"], "speed.batch_size must be >= 1"),
     (["rerun=maybe"], "rerun"),
     (["+foo=1"], "unknown config key 'foo'"),
     (["foo=1"], "foo"),
@@ -67,6 +67,29 @@ BAD = [  # (overrides, text the one-line error must contain)
     (["pruner=cluster,uniform"], "add -m"),
     (["schedule=[[1,9]"], "'[[1,9]'"),
     (["--frobnicate"], "unknown flag"),
+    # numbers in range before any compute (they used to fail inside the cell, or succeed wrongly)
+    (["speed.iters=0"], "speed.iters must be >= 1, got 0"),
+    (["speed.repeats=0"], "speed.repeats must be >= 1, got 0"),
+    (["speed.threads=0"], "speed.threads must be >= 1, got 0"),
+    (["speed.warmup=-1"], "speed.warmup must be >= 0"),
+    (["train.lr=nan"], "train.lr must be a finite number > 0, got nan"),
+    (["train.lr=0"], "train.lr must be a finite number > 0"),
+    (["train.weight_decay=-0.1"], "train.weight_decay must be a finite number >= 0"),
+    (["train.minutes=inf"], "train.minutes"),
+    (["train.epochs=nan"], "train.epochs"),
+    (["data.train_stride=0"], "data.train_stride must be >= 1"),
+    (["eval.batch_size=0"], "eval.batch_size must be >= 1"),
+    (["seed=-1"], "seed must be >= 0, got -1"),
+    (["+backbone.overrides.depth=0"], "mixste option depth must be >= 1, got 0"),
+    (["+backbone.overrides.drop_path_rate=1.5"], "drop_path_rate must be in [0, 1)"),
+    (["-m", "experiment=backbones", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0"),
+    (["-m", "experiment=backbones", "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=0"],
+     "cpus_per_task=0 must be >= 1"),
+    # a group option is a file name in its folder, never a path out of ablations/
+    (["experiment=../model/hot_mixste"], "experiment=../model/hot_mixste is not an option name"),
+    (["experiment=/etc/passwd"], "is not an option name"),
+    (["-m", "recipe=mixste,../../x"], "recipe=../../x is not an option name"),
+    (["hydra/launcher=../x"], "is not an option name"),
 ]
 
 
@@ -83,6 +106,25 @@ def test_bad_override_is_one_line(tmp_path, capsys, overrides, needle):
     assert len(err.splitlines()) == 1, err
     assert needle in err and "Traceback" not in err, err
     assert not (tmp_path / "s").exists()  # nothing ran, nothing written
+
+
+@pytest.mark.parametrize("store,needle", [("", "store= is empty"), ("/", "is the filesystem root"),
+                                           ("/tmp/..", "is the filesystem root")])
+def test_store_must_be_a_directory_of_its_own(tmp_path, capsys, monkeypatch, store, needle):
+    monkeypatch.chdir(tmp_path)  # an empty store would have written here
+    rc, err = run_main(capsys, *TINY, f"store={store}")
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_slurm_without_slurm_is_one_line(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda tool, *a, **k: None)  # whatever this machine has
+    rc, err = run_main(capsys, "-m", *TINY, "experiment=backbones", "hydra/launcher=submitit_slurm",
+                       f"store={tmp_path / 's'}")
+    assert rc == 2 and len(err.splitlines()) == 1 and "sbatch and srun are not on PATH" in err, err
+    assert not (tmp_path / "s").exists()
 
 
 def _bad_store(tmp_path):
@@ -115,7 +157,7 @@ def _write_bad_realmocap(d, how):
     if how == "missing":
         return
     p3 = h36m.read_positions_3d(src / realmocap.FILE_3D)
-    p2, meta = h36m.read_positions_2d(src / realmocap.FILE_2D)
+    p2, meta = h36m.read_positions_2d(src / realmocap.FILE_2D), h36m.read_metadata(src / realmocap.FILE_2D)
     subject = next(iter(p3))
     action = next(iter(p3[subject]))
     if how == "shape":

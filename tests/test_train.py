@@ -92,11 +92,11 @@ def test_same_seed_same_curve_and_resume_matches_uninterrupted(data, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         _train(c, train, loss="mixste", steps=6, checkpoint=ck, checkpoint_every=2)
     monkeypatch.setattr(bench.train, "fetch_windows", real_fetch)
-    assert torch.load(ck, weights_only=False)["step"] == 2
+    assert torch.load(ck, weights_only=True)["step"] == 2
     rc = _train(fresh(), train, loss="mixste", steps=6, checkpoint=ck, checkpoint_every=2)
     assert rc["train_losses_mm"] == ra["train_losses_mm"]
     final = bench.cell.build_model(_cfg(tmp_path))
-    final.load_state_dict(torch.load(ck, weights_only=False)["model"])
+    final.load_state_dict(torch.load(ck, weights_only=True)["model"])
     for (name, p), q in zip(a.state_dict().items(), final.state_dict().values()):
         assert torch.equal(p, q), name
 
@@ -183,7 +183,7 @@ def test_motionagformer_frame_sized_norms_start_from_the_baseline_mean(tmp_path)
     zero = bench.cell.run_cell(cfg(pruner="cluster", schedule=[[1, 9]], mode="zeroshot"))
     fine = bench.cell.run_cell(cfg(pruner="cluster", schedule=[[1, 9]], mode="finetune"))
     assert (zero["status"], fine["status"]) == ("ok", "ok"), (zero.get("error"), fine.get("error"))
-    state = torch.load(next((tmp_path / "checkpoints").glob("*.pt")), weights_only=False)["model"]
+    state = torch.load(next((tmp_path / "checkpoints").glob("*.pt")), weights_only=True)["model"]
     model = bench.cell.build_model(cfg(pruner="cluster", schedule=[[1, 9]], mode="zeroshot"))
     bench.cell.load_baseline(model, state)
     key = "backbone.layers.1.graph_temporal.mixer.batch_norm.running_var"
