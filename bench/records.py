@@ -100,14 +100,14 @@ def record_problem(rec: Any, required: Tuple[str, ...] = REQUIRED) -> Optional[s
     (STORE_REQUIRED for the store itself; every known field present is checked either way)."""
     if not isinstance(rec, dict):
         return f"the record is {_show(rec)}, must be a JSON object"
-    for name in required:
-        if name not in rec:
-            return f"{name} is missing"
-    for name, (test, what) in _SHAPES.items():
+    for name, (test, what) in _SHAPES.items():  # a wrong value says more than a missing field
         if name not in rec or (rec[name] is None and name not in required):
             continue
         if not test(rec[name]):
             return f"{name} is {_show(rec[name])}, must be {what}"
+    for name in required:
+        if name not in rec:
+            return f"{name} is missing"
     for name in METRICS:
         problem = _metric(name, rec.get(name))
         if problem:
