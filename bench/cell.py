@@ -29,9 +29,10 @@ import backbones
 from . import __version__
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, DataCfg, PrunerCfg, RecovererCfg
+from .devices import device_kind, is_out_of_memory, resolve_device
 from .store import ResultStore, cell_key
 
-__all__ = ["run_cell", "build_model", "environment", "load_baseline", "load_cell_data"]
+__all__ = ["run_cell", "build_model", "environment", "load_baseline", "load_cell_data", "has_metric"]
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,30 @@ def _cpu_name() -> str:
 
 
 def environment(device: str = "cpu") -> Dict[str, Any]:
-    dev = torch.cuda.get_device_name() if device.startswith("cuda") else _cpu_name()
-    return {"vptbench_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
-            "device": device, "device_name": dev, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    """Where a record was measured: package, commit, torch, the CPU always, and for a CUDA device the
+    GPU, CUDA, cuDNN and driver versions and the TF32 settings (they change fp32 GPU speed and results)."""
+    env = {"vptbench_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
+           "device": str(device), "device_name": _cpu_name(), "cpu_name": _cpu_name(), "cpu_count": os.cpu_count(),
+           "threads": torch.get_num_threads(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if str(device).startswith("cuda"):
+        dev = torch.device(device)
+        props = torch.cuda.get_device_properties(dev)
+        env.update(device_name=props.name, gpu_memory_gb=round(props.total_memory / 2 ** 30, 1),
+                   gpu_capability=f"{props.major}.{props.minor}", cuda_version=torch.version.cuda,
+                   cudnn_version=torch.backends.cudnn.version(), driver_version=_driver_version(),
+                   tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
+                   float32_matmul_precision=torch.get_float32_matmul_precision())
+    return env
+
+
+@lru_cache(maxsize=1)
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def _data_key(data: DataCfg) -> Tuple:
@@ -111,16 +132,25 @@ def _describe(cfg: Config) -> Dict[str, Any]:
     return {"backbone": cfg.backbone.name, "preset": cfg.preset.name, "frames": bcfg.num_frames,
             "depth": bcfg.depth, "pruner": cfg.pruner.name, "recoverer": cfg.recoverer.name,
             "schedule": cfg.schedule, "pipeline": cfg.pipeline.name, "data": cfg.data.name,
-            "data_label": cfg.data.label, "seed": cfg.seed, "mode": cfg.mode, "experiment": cfg.experiment}
+            "data_label": cfg.data.label, "seed": cfg.seed, "mode": cfg.mode, "experiment": cfg.experiment,
+            "device": device_kind(cfg.device)}
+
+
+def has_metric(rec: Dict[str, Any] | None, metric: str) -> bool:
+    """The record holds `metric` (all its fields), or for speed a recorded skip (out of memory at that batch)."""
+    if not rec:
+        return False
+    return all(rec.get(f) is not None for f in METRIC_FIELDS[metric]) or (metric == "speed" and
+                                                                          bool(rec.get("speed_skipped")))
 
 
 def _wanted(cfg: Config, previous: Dict[str, Any] | None) -> Tuple[str, ...]:
     if cfg.rerun or previous is None or previous.get("status") != "ok":
         return tuple(cfg.metrics)
-    return tuple(m for m in cfg.metrics if any(previous.get(f) is None for f in METRIC_FIELDS[m]))
+    return tuple(m for m in cfg.metrics if not has_metric(previous, m))
 
 
-def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any]) -> None:
+def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any], device: torch.device) -> None:
     from .measure.flops import count_flops, count_params
 
     model = build_model(cfg).eval()
@@ -129,22 +159,13 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any]) -> None
     record["frames_out"] = model.frames_out
     if "params" in todo:
         record["params_m"] = count_params(model)
-    if "flops" in todo:
+    if "flops" in todo:  # counted on the CPU: the count does not depend on the device
         rep = count_flops(model, (clip,))
         record.update(gflops=rep.gflops, gflops_total=rep.gflops_total, flops_uncounted_ops=rep.uncounted_ops)
     if "speed" in todo:
-        from .measure.speed import measure_speed
-
-        s = cfg.speed
-        make = lambda b: (clip.expand(b, *clip.shape[1:]).contiguous(),)  # noqa: E731
-        row = measure_speed(model, make, batch_size=s.batch_size, frames_out_per_clip=model.frames_out,
-                            threads=s.threads, warmup=s.warmup, iters=s.iters, repeats=s.repeats,
-                            precision=s.precision)
-        record.update({k: row[k] for k in ("clips_per_s", "frames_per_s", "latency_ms", "peak_mem_mb", "speed_cv")})
-        record.update(speed_batch=s.batch_size, speed_threads=row.get("threads", s.threads),
-                      speed_precision=s.precision)
+        _time(cfg, model, clip, record, device)
     if "accuracy" in todo:
-        from .train import evaluate_model
+        from .evaluate import evaluate_model
 
         train_seqs, test_seqs = load_cell_data(cfg.data)
         threads = torch.get_num_threads()
@@ -156,24 +177,55 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any]) -> None
             ckdir = Path(cfg.store) / "checkpoints"
             if cfg.pruner.name == "none" or cfg.mode != "scratch":
                 base_key = cell_key(cfg.baseline_identity())
-                state, info = _trained_baseline(cfg, train_seqs, ckdir / f"{base_key}.pt")
+                state, info = _trained_baseline(cfg, train_seqs, ckdir / f"{base_key}.pt", device)
                 load_baseline(model, state)
                 record.update(baseline_key=base_key, **{f"baseline_{k}": v for k, v in info.items()})
             if cfg.pruner.name != "none" and cfg.mode != "zeroshot":  # scratch or finetune: train this model
                 resume = ckdir / f"run-{cell_key(cfg.cell_identity())}.pt"
-                record.update(_train(cfg, model, train_seqs, resume))
+                record.update(_train(cfg, model, train_seqs, resume, device))
                 resume.unlink(missing_ok=True)
             elif cfg.pruner.name != "none":
                 record.update(train_steps=0, train_loss_mm=None, train_s=0.0, train_stop="zeroshot")
             else:
                 record.update(info)
             record.update(evaluate_model(model, test_seqs, frames=model.num_frames, batch_size=cfg.eval.batch_size,
-                                         flip=cfg.eval.flip))
+                                         flip=cfg.eval.flip, device=device))
         finally:
             torch.set_num_threads(threads)
 
 
-def _train(cfg: Config, model, train_seqs, checkpoint: Path) -> Dict[str, Any]:
+def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device: torch.device) -> None:
+    """Throughput at speed.batch_size on the cell's device. Running out of memory at that batch is a
+    recorded skip (one line; the cell stays ok and the grid is not failed), not an error."""
+    from .measure.speed import measure_speed
+
+    s = cfg.speed
+    make = lambda b: (clip.expand(b, *clip.shape[1:]).contiguous(),)  # noqa: E731
+    record.update(speed_batch=s.batch_size, speed_precision=s.precision, speed_device=str(device),
+                  speed_compile=s.compile)
+    try:
+        row = measure_speed(model, make, batch_size=s.batch_size, frames_out_per_clip=model.frames_out,
+                            threads=s.threads, warmup=s.warmup, iters=s.iters, repeats=s.repeats,
+                            precision=s.precision, device=str(device), compile=s.compile)
+    except Exception as e:  # noqa: BLE001 - only out-of-memory is a skip; anything else fails the cell
+        if not is_out_of_memory(e):
+            raise
+        _free_device_memory()
+        why = f"out of memory at batch {s.batch_size} on {device}; lower speed.batch_size"
+        log.warning("cell %s: %s", _short(cfg), why)
+        record.update(dict.fromkeys(METRIC_FIELDS["speed"]), speed_skipped=why)
+        return
+    record.pop("speed_skipped", None)
+    record.update({k: row[k] for k in METRIC_FIELDS["speed"]})
+    record.update(speed_threads=row.get("threads", s.threads), speed_compile_s=row.get("compile_s"))
+
+
+def _free_device_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _train(cfg: Config, model, train_seqs, checkpoint: Path, device: torch.device) -> Dict[str, Any]:
     from .train import train_model
 
     t = cfg.train
@@ -186,12 +238,14 @@ def _train(cfg: Config, model, train_seqs, checkpoint: Path) -> Dict[str, Any]:
                       checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, progress=t.progress,
                       desc=_short(cfg), flip_augment=t.flip_augment, optimizer=t.optimizer, amsgrad=t.amsgrad,
                       epochs=0.0 if own_budget else t.epochs, lr_decay_large=t.lr_decay_large,
-                      lr_decay_large_every=t.lr_decay_large_every)
+                      lr_decay_large_every=t.lr_decay_large_every, device=device, precision=t.precision,
+                      compile=t.compile)
     out.pop("train_losses_mm")  # the curve stays out of the record
     return out
 
 
-def _trained_baseline(cfg: Config, train_seqs, path: Path) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def _trained_baseline(cfg: Config, train_seqs, path: Path,
+                      device: torch.device) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """The trained unpruned model for `cfg` (same backbone, preset, data, training, seed): loaded from
     `path` when a previous cell trained it, else trained once and cached there atomically."""
     base_cfg = replace(cfg, pruner=PrunerCfg(), recoverer=RecovererCfg(), schedule=[], mode="scratch")
@@ -207,7 +261,7 @@ def _trained_baseline(cfg: Config, train_seqs, path: Path) -> Tuple[Dict[str, to
     torch.manual_seed(cfg.seed)
     base = build_model(base_cfg)
     resume = path.with_name(f"run-{path.name}")
-    info = _train(base_cfg, base, train_seqs, resume)
+    info = _train(base_cfg, base, train_seqs, resume, device)
     save_checkpoint({"model": base.state_dict(), "train": info, "identity": cfg.baseline_identity()}, path)
     resume.unlink(missing_ok=True)
     return base.state_dict(), info
@@ -269,14 +323,17 @@ def run_cell(cfg: Config) -> Dict[str, Any]:
     record.pop("error", None)
     log.info("cell %s (%s): %s", key, _short(cfg), ", ".join(todo))
     t0 = time.perf_counter()
+    device = torch.device("cpu")
     try:
-        _measure(cfg, todo, record)
+        device = resolve_device(cfg.device)
+        _measure(cfg, todo, record, device)
         record["status"] = "ok"
     except Exception as e:  # noqa: BLE001 - any failure (bad combination, OOM, bug) is recorded; the grid goes on
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         log.error("cell %s failed: %s: %s", key, type(e).__name__, first, exc_info=log.isEnabledFor(logging.DEBUG))
         record.update(status="failed", error=f"{type(e).__name__}: {first}".rstrip(": "))
+        _free_device_memory()  # after an out-of-memory, the next cell of the grid starts clean
     record["cell_s"] = time.perf_counter() - t0
-    record["env"] = dict(environment(), host=platform.node())  # host: which node ran it (SLURM)
+    record["env"] = dict(environment(device), host=platform.node())  # host: which node ran it (SLURM)
     store.put(record)
     return record

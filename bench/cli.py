@@ -126,6 +126,8 @@ def _compose_all(overrides: List[str], multirun: bool) -> list:
                 cfg = compose("config", overrides=fixed + list(combo))
                 _check_keys(cfg, Config)
                 cells.append(OmegaConf.to_object(cfg))  # runs Config.__post_init__ validation
+            if multirun:
+                _check_gpu_workers(base.hydra.launcher, cells)
     except UserError:
         raise
     except Exception as e:  # hydra composition / omegaconf validation / our ValueErrors
@@ -173,6 +175,41 @@ def _check_launcher(launcher) -> None:
                             "hydra/launcher=joblib (or submitit_local) on this machine")
 
 
+def _check_gpu_workers(launcher, cells) -> None:
+    """Parallel cells on this machine each claim a GPU of their own (bench.devices.claim_gpu): more
+    cells at once than GPUs would make them share, so that is refused unless a GPU is pinned."""
+    import os
+
+    from .devices import gpu_count
+
+    n_jobs = launcher.get("n_jobs")
+    if n_jobs is None or not any(cfg.device == "cuda" for cfg in cells):
+        return
+    at_once = os.cpu_count() or 1 if n_jobs == -1 else n_jobs
+    if at_once > gpu_count() > 0:
+        raise UserError(f"hydra.launcher.n_jobs={n_jobs} runs {at_once} cells at once but this machine has "
+                        f"{gpu_count()} GPU(s): pass hydra.launcher.n_jobs={gpu_count()} (one GPU each), or "
+                        "device=cuda:0 to share one GPU on purpose")
+
+
+def _pin_device(overrides: List[str]) -> List[str]:
+    """`device=auto` (the default) resolved once, here, and passed on to every job: the cell keys the
+    grid tracks must be the ones the jobs compute. Cells sent to SLURM get a GPU when the job asks for
+    one (hydra.launcher.gpus_per_node), whatever this login node has."""
+    from .devices import device_kind
+
+    given = [o for o in overrides if o.lstrip("+").split("=", 1)[0] == "device"]
+    if given and given[-1].split("=", 1)[1] not in ("auto", ""):
+        return overrides
+    if _launcher(overrides) == "submitit_slurm":
+        gpus = next((o.split("=", 1)[1] for o in reversed(overrides)
+                     if o.lstrip("+").startswith("hydra.launcher.gpus_per_node=")), "0")
+        kind = "cuda" if gpus not in ("0", "null", "None", "") else "cpu"
+    else:
+        kind = device_kind("auto")
+    return [o for o in overrides if o not in given] + [f"device={kind}"]
+
+
 def _sweep_values(o) -> List[str]:
     from hydra.core.override_parser.types import Override
 
@@ -204,6 +241,15 @@ def _worker_threads() -> int | None:
     return max(1, n // (n if n_jobs < 1 else min(n_jobs, n)))
 
 
+def _in_joblib_worker() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return "joblib" in str(HydraConfig.get().launcher.get("_target_", "")).lower()
+    except ValueError:  # not inside a hydra job
+        return False
+
+
 def _task(cfg) -> None:
     """One hydra job (in this process or a worker): never raises, so the grid goes on; the summary
     at the end reads every cell's outcome from the store."""
@@ -217,7 +263,12 @@ def _task(cfg) -> None:
         threads = _worker_threads()
         if threads:
             torch.set_num_threads(threads)
-        record = run_cell(OmegaConf.to_object(cfg))
+        cell = OmegaConf.to_object(cfg)
+        if cell.device == "cuda" and _in_joblib_worker():  # several cells at once on this machine: a GPU
+            from .devices import claim_gpu                    # each (SLURM and submitit_local jobs see only
+
+            claim_gpu()                                       # their own GPUs through CUDA_VISIBLE_DEVICES)
+        record = run_cell(cell)
     except Exception as e:  # noqa: BLE001 - reported by the summary as a cell without a record
         logging.getLogger(__name__).error("job failed before its cell was recorded: %s: %s", type(e).__name__, e)
         return
@@ -244,8 +295,9 @@ def cmd_run(args: List[str]) -> int:
         sys.argv = ["vptbench run"] + args
         hydra.main(config_path=str(ABLATIONS), config_name="config", version_base="1.3")(_task)()
         return 0
+    overrides = _pin_device(overrides)
     grid = Grid(_compose_all(overrides, multirun))
-    grid.preflight()
+    grid.preflight(check_devices=_launcher(overrides) != "submitit_slurm")
     if not grid.incomplete():  # a finished grid: no launcher, no work
         for record in grid.stored_records():
             print(json.dumps(record, sort_keys=True, default=str))
@@ -261,6 +313,9 @@ def cmd_run(args: List[str]) -> int:
         if deferred:
             for record in grid.run_speed_serially():
                 print(json.dumps(record, sort_keys=True, default=str), flush=True)
+    skipped = grid.skipped_speed()
+    if skipped:
+        print(f"vptbench: {len(skipped)} cell(s) not timed:\n  " + "\n  ".join(skipped), file=sys.stderr)
     failed = grid.summary()
     if failed:
         print(f"vptbench: {len(failed)} of {len(grid)} cell(s) failed:\n  " + "\n  ".join(failed), file=sys.stderr)

@@ -17,7 +17,9 @@ from omegaconf import MISSING
 import backbones
 from backbones.hourglass import check_hourglass, parse_schedule
 
-from .train import LOSSES, LR_SCHEDULES, OPTIMIZERS
+from .devices import check_device_name, device_kind
+from .losses import LOSSES
+from .train import LR_SCHEDULES, OPTIMIZERS
 
 __all__ = ["Config", "BackboneCfg", "PrunerCfg", "RecovererCfg", "PresetCfg", "PipelineCfg", "DataCfg",
            "TrainCfg", "EvalCfg", "SpeedCfg", "METRICS", "MODES", "register_configs"]
@@ -67,7 +69,11 @@ class DataCfg:
 
 # Training options added after stores existed: while at the value that reproduces the earlier behaviour
 # they stay out of a cell's identity, so existing records and cached baselines keep their keys.
-NEUTRAL_TRAIN_OPTIONS = {"optimizer": "adamw", "amsgrad": False, "epochs": 0.0, "lr_decay_large_every": 0}
+NEUTRAL_TRAIN_OPTIONS = {"optimizer": "adamw", "amsgrad": False, "epochs": 0.0, "lr_decay_large_every": 0,
+                         "precision": "fp32", "compile": False}
+NEUTRAL_SPEED_OPTIONS = {"compile": False}
+# autocast precisions of training and timing ('fp32' = as built)
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -98,6 +104,8 @@ class TrainCfg:
     lr_decay_large_every: int = 0     # 0 = off
     minutes: float = 0.0              # stop early after this many minutes of training; 0 = steps only
     checkpoint_every: int = 100       # steps between resumable checkpoints; 0 = none
+    precision: str = "fp32"           # fp32 | bf16 | fp16: autocast around forward + loss (fp16 with a grad scaler)
+    compile: bool = False             # torch.compile the training forward (its first step is timed apart)
 
 
 @dataclass
@@ -114,6 +122,7 @@ class SpeedCfg:
     iters: int = 3                    # forwards per timed repeat
     repeats: int = 5
     precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast around the timed forwards)
+    compile: bool = False             # time the torch.compile'd model (compilation timed apart, never inside)
 
 
 @dataclass
@@ -133,6 +142,7 @@ class Config:
     train: TrainCfg = field(default_factory=TrainCfg)
     speed: SpeedCfg = field(default_factory=SpeedCfg)
     eval: EvalCfg = field(default_factory=EvalCfg)
+    device: str = "auto"              # auto (first CUDA GPU, else CPU) | cpu | cuda | cuda:N (bench.devices)
     experiment: Optional[str] = None  # the named grid this cell belongs to (set by experiment configs)
 
     def __post_init__(self):
@@ -151,9 +161,9 @@ class Config:
         self.schedule = check_hourglass(cfg.depth, cfg.num_frames, self.pruner.name, self.recoverer.name,
                                         sched, self.pipeline.name,
                                         backbones.registry.backbone_pipelines(self.backbone.name)).as_list()
-        from .measure.speed import PRECISIONS
-        if self.speed.precision not in PRECISIONS:
-            raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.speed.precision not in PRECISION_NAMES:
+            raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISION_NAMES)}")
+        check_device_name(self.device)
         self._check_numbers()
         self._check_accuracy()
         if self.mode != "finetune":
@@ -200,6 +210,7 @@ class Config:
     def _check_accuracy(self) -> None:
         t = self.train
         for name, value, valid in [("mode", self.mode, MODES), ("train.loss", t.loss, LOSSES),
+                                   ("train.precision", t.precision, PRECISION_NAMES),
                                    ("train.lr_schedule", t.lr_schedule, LR_SCHEDULES),
                                    ("train.optimizer", t.optimizer, OPTIMIZERS)]:
             if value not in valid:
@@ -233,6 +244,13 @@ class Config:
                 d["train"].pop(k)
         if "lr_decay_large_every" not in d["train"]:
             d["train"].pop("lr_decay_large")  # unused
+        for k, neutral in NEUTRAL_SPEED_OPTIONS.items():
+            if d["speed"][k] == neutral:
+                d["speed"].pop(k)
+        # the device kind, not the index (see bench.devices); CPU cells keep the keys they had before devices
+        d.pop("device")
+        if device_kind(self.device) != "cpu":
+            d["device"] = device_kind(self.device)
         return d
 
     def baseline_identity(self) -> Dict[str, Any]:

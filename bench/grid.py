@@ -13,8 +13,9 @@ import threading
 from dataclasses import replace
 from typing import Dict, Iterator, List, Tuple
 
-from .cell import METRIC_FIELDS, _short, load_cell_data, run_cell
+from .cell import METRIC_FIELDS, _short, has_metric, load_cell_data, run_cell
 from .config import Config
+from .devices import check_device_exists
 from .store import ResultStore, cell_key
 
 __all__ = ["Grid"]
@@ -23,8 +24,7 @@ POLL_S = 0.5  # how often the progress bar looks at the store
 
 
 def _complete(cfg: Config, rec: Dict | None) -> bool:
-    return bool(rec) and rec.get("status") == "ok" and all(
-        rec.get(f) is not None for m in cfg.metrics for f in METRIC_FIELDS[m])
+    return bool(rec) and rec.get("status") == "ok" and all(has_metric(rec, m) for m in cfg.metrics)
 
 
 class Grid:
@@ -40,9 +40,13 @@ class Grid:
     def _record(self, store: str, key: str) -> Dict | None:
         return ResultStore(store).get(key)
 
-    def preflight(self) -> None:
-        """Before any compute, fail in one line (ValueError) on a store that cannot be written or data
-        that cannot be loaded; remove temp files left by killed writers."""
+    def preflight(self, check_devices: bool = True) -> None:
+        """Before any compute, fail in one line (ValueError) on a device this machine lacks (not checked
+        when the cells run elsewhere, e.g. on SLURM nodes), a store that cannot be written or data that
+        cannot be loaded; remove temp files left by killed writers."""
+        if check_devices:
+            for name in sorted({cfg.device for cfg in self.cells.values()}):
+                check_device_exists(name)
         for store in sorted({s for s, _ in self.cells}):
             ResultStore(store).prepare()
         seen = set()
@@ -58,6 +62,9 @@ class Grid:
     def stored_records(self) -> Iterator[Dict]:
         for (store, key) in self.cells:
             yield dict(self._record(store, key) or {"key": key, "status": "missing"}, skipped=True)
+
+    def devices(self) -> set:
+        return {cfg.device for cfg in self.cells.values()}
 
     def has_speed(self) -> bool:
         return any("speed" in cfg.metrics for cfg in self.cells.values())
@@ -120,6 +127,15 @@ class Grid:
             poll()
             bar.close()
 
+    def skipped_speed(self) -> List[str]:
+        """One line per cell whose timing was skipped (out of memory at its batch size): not a failure."""
+        out = []
+        for (store, key), cfg in self.cells.items():
+            rec = self._record(store, key)
+            if rec and rec.get("status") == "ok" and "speed" in cfg.metrics and rec.get("speed_skipped"):
+                out.append(f"{key} ({_short(cfg)}): {rec['speed_skipped']}")
+        return out
+
     def summary(self) -> List[str]:
         """One line per cell that is not complete in the store."""
         out = []
@@ -132,7 +148,6 @@ class Grid:
             elif rec.get("status") != "ok":
                 why = rec.get("error") or "failed"
             else:
-                why = "record lacks metrics " + ", ".join(
-                    m for m in cfg.metrics if any(rec.get(f) is None for f in METRIC_FIELDS[m]))
+                why = "record lacks metrics " + ", ".join(m for m in cfg.metrics if not has_metric(rec, m))
             out.append(f"{key} ({_short(cfg)}): {why}")
         return out

@@ -31,8 +31,8 @@ STATUSES = ("ok", "failed")
 STORE_REQUIRED = ("key", "status")
 REQUIRED = ("key", "status", "backbone", "preset", "pipeline", "pruner", "recoverer", "data", "frames", "seed",
             "schedule")
-STRINGS = ("backbone", "preset", "pipeline", "pruner", "recoverer", "data", "mode", "data_label", "experiment",
-           "error")
+STRINGS = ("backbone", "preset", "pipeline", "pruner", "recoverer", "data", "mode", "device", "data_label",
+           "experiment", "error", "speed_skipped")
 INTS = {"frames": 1, "depth": 1, "seed": 0, "speed_batch": 1}  # field -> lowest allowed value
 # metric -> (bound, whether the bound itself is allowed): counts and errors may be 0, rates and times not
 METRICS: Dict[str, Tuple[float, bool]] = {

@@ -1,8 +1,7 @@
-"""Short training runs and evaluation for grid cells (tiny presets on a CPU, paper presets on a GPU).
+"""Training runs for grid cells (tiny presets on a CPU, paper presets on a GPU); evaluation is `bench.evaluate`.
 
-Training: AdamW (or Adam, optionally amsgrad, as the MHFormer recipe); loss `mixste` (reference A.7:
-joint-weighted MPJPE + 0.5 x temporal consistency + 2.0 x velocity error) or `mpjpe` (root zeroed in
-prediction and target); learning rate either linear
+Training: AdamW (or Adam, optionally amsgrad, as the MHFormer recipe); loss `mixste` or `mpjpe`
+(`bench.losses`); learning rate either linear
 warm-up then cosine decay over the step budget (`cosine`), or the reference's per-epoch decay (`epoch`:
 after the same warm-up, lr x `lr_decay` after each epoch, except that every `lr_decay_large_every`-th
 epoch multiplies by `lr_decay_large` instead, as MHFormer's recipe does). An epoch is `epoch_steps`
@@ -10,23 +9,31 @@ optimiser steps, or one pass over the training windows (windows / batch size) wh
 > 0 sets the budget in epochs instead of `steps`. Seeded window sampling; the same seed gives the
 same loss curve. With a checkpoint path, model, optimiser, scheduler, RNG states and step are saved
 atomically every `checkpoint_every` steps and a rerun resumes there, ending with the same weights as an
-uninterrupted run. seq2frame models train against ground truth at the frames they kept (reference A.6),
-seq2seq models on every output frame. Flip augmentation (`flip_augment`, the reference's
-`data_augmentation=1`): each training clip is mirrored (x negated, left/right joints swapped, in the 2D
+uninterrupted run. seq2frame models train against ground truth at the frames they kept (as TPC and
+MHFormer do), seq2seq models on every output frame (as MixSTE and HoT do). Flip augmentation
+(`flip_augment`, the official code's `data_augmentation=1`): each training clip is mirrored (x negated, left/right joints swapped, in the 2D
 input and the 3D target alike) with probability 1/2, drawn from the seeded sampler.
 
-Evaluation (reference E): seq2seq on non-overlapping clips covering each sequence, the edge clips
-padded with replicated frames and the padded outputs counted; seq2frame on one centred, edge-padded
-window per frame, scoring the centre. Flip test-time augmentation (on by default, as in the papers)
-averages with the un-flipped prediction of the mirrored input; a pruned model's flip pass reuses the
-frames the plain pass kept. MPJPE / P-MPJPE / MPJVE averaged per action, then over actions.
+Devices: training runs on the `device` named (cpu, cuda, cuda:N). Training copies the training sequences
+there once (`WindowBank`) and gathers, pads and mirrors every batch there, drawing window ids and coin
+flips from the same seeded numpy sampler in the same order as the per-clip numpy pipeline it replaced,
+so a CPU run's losses are bit-for-bit those of that pipeline. Checkpoints hold CPU-loadable tensors and
+resume on either device (torch moves the optimiser state to the parameters' device). `precision`
+bf16/fp16 runs the training forward and loss under autocast (fp16 with a gradient scaler, saved with the
+checkpoint); evaluation always runs in fp32. `compile` runs the training forward
+through torch.compile; its first step, mostly compilation, is reported as `train_compile_s` and left out
+of `train_s`. `train_data_s` is the time spent producing batches and `train_data_share` its fraction of
+`train_s`: a large share means the input pipeline, not the model, bounds the throughput. Running out of
+memory becomes one line naming the batch, the device and the batch size to lower.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -35,58 +42,19 @@ from tqdm.auto import tqdm
 from backbones.hourglass import gather_frames
 
 from .checkpoint import read_checkpoint, save_checkpoint
-from .data.h36m import action_class
 from .data.skeleton import NUM_JOINTS
-from .data.windows import fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
-from .metrics import flip_poses, mean_over_actions, mpjpe, mpjve, p_mpjpe
+from .data.windows import WindowBank, train_windows
+from .devices import OutOfMemoryAsOneLine, is_out_of_memory, sync, torch_device
+from .evaluate import model_input
+from .losses import LOSSES, mixste_loss, mpjpe_loss
+from .metrics import flip_poses
 
-__all__ = ["TrainingDiverged", "train_model", "evaluate_model", "mpjpe_loss", "mixste_loss", "model_input", "LOSSES", "LR_SCHEDULES",
-           "OPTIMIZERS", "MIXSTE_JOINT_WEIGHTS"]
+__all__ = ["TrainingDiverged", "train_model", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS"]
 
-LOSSES = ("mpjpe", "mixste")
 LR_SCHEDULES = ("cosine", "epoch")
 OPTIMIZERS = ("adamw", "adam")
-# per-joint weights of the MixSTE loss (reference A.7), H36M joint order
-MIXSTE_JOINT_WEIGHTS = (1, 1, 2.5, 2.5, 1, 2.5, 2.5, 1, 1, 1, 1.5, 1.5, 4, 4, 1.5, 4, 4)
-
-
-def _zero_root(x: torch.Tensor) -> torch.Tensor:
-    return torch.cat([torch.zeros_like(x[..., :1, :]), x[..., 1:, :]], dim=-2)
-
-
-def mpjpe_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean L2 over joints and frames, root joint zeroed in both (metres)."""
-    return (_zero_root(pred) - _zero_root(target)).norm(dim=-1).mean()
-
-
-def mixste_loss(pred: torch.Tensor, target: torch.Tensor, tc_weight: float = 0.5,
-                vel_weight: float = 2.0) -> torch.Tensor:
-    """MixSTE objective on (B, T, J, 3), root zeroed in both (reference A.7): per-joint weighted MPJPE
-    + tc_weight x mean of the joint-weighted squared first differences of the *prediction* + vel_weight x
-    mean velocity error. One-frame outputs (seq2frame heads that pool to the centre) get the weighted
-    MPJPE only."""
-    pred, target = _zero_root(pred), _zero_root(target)
-    w = pred.new_tensor(MIXSTE_JOINT_WEIGHTS)
-    if pred.shape[-2] != len(w):
-        raise ValueError(f"the mixste loss weights 17 H36M joints, the model predicts {pred.shape[-2]}; "
-                         "use train.loss=mpjpe")
-    loss = (w * (pred - target).norm(dim=-1)).mean()
-    if pred.shape[1] < 2:
-        return loss
-    dp, dt = pred.diff(dim=1), target.diff(dim=1)                     # (B, T-1, J, 3)
-    tc = (w[:, None] * dp.square()).mean()
-    vel = (dp - dt).norm(dim=-1).mean()
-    return loss + tc_weight * tc + vel_weight * vel
-
-
-def model_input(pos2d: np.ndarray, in_chans: int) -> np.ndarray:
-    """2D keypoints (..., J, 2) -> the model's input channels: (x, y) or (x, y, confidence). Ground-truth
-    2D has no detector confidence, so it is 1 everywhere."""
-    if in_chans == pos2d.shape[-1]:
-        return pos2d
-    if in_chans == 3 and pos2d.shape[-1] == 2:
-        return np.concatenate([pos2d, np.ones_like(pos2d[..., :1])], axis=-1)
-    raise ValueError(f"the model takes {in_chans} input channels but the data has {pos2d.shape[-1]}")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _lr_lambda(schedule: str, steps: int, warmup_steps: int, epoch_steps: int, lr_decay: float,
@@ -110,6 +78,109 @@ class TrainingDiverged(ValueError):
 
 
 RESUME_KEYS = ("model", "optimizer", "scheduler", "numpy_rng", "torch_rng", "step", "losses")
+# optional, so that checkpoints written before them (or on a CPU, or in fp32) stay valid
+CUDA_RNG_KEY, GRAD_SCALER_KEY = "cuda_rng", "grad_scaler"
+
+
+def _check_training_options(loss: str, optimizer: str, precision: str) -> None:
+    """Unknown names fail before the data or the model are touched."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown train.loss {loss!r}; valid: {', '.join(LOSSES)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown train.optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown train.precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+
+
+def _autocast(device: torch.device, precision: str):
+    """Autocast for a reduced-precision training forward; fp32 enters no autocast at all, so the fp32
+    path runs exactly the operations it always did."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
+
+
+def _training_forward(model, seq2frame: bool, compile: bool):
+    """x -> (prediction, each stage's kept frame indices). seq2frame models predict the frames they
+    kept (trained against those, reference A.6), seq2seq models every frame (no indices needed).
+    With `compile`, this function is what torch.compile wraps: it calls `model` itself, so it shares
+    its parameters and checkpoints keep saving `model.state_dict()` (no `_orig_mod.` keys), and it
+    covers seq2frame's `forward_with_index` too, which compiling the module's `forward` would miss."""
+    def forward(x: torch.Tensor):
+        if seq2frame:
+            return model.forward_with_index(x, kept_only=True)
+        return model(x), []
+    return torch.compile(forward) if compile else forward
+
+
+def _batch(bank: WindowBank, rng: np.random.Generator, batch_size: int, in_chans: int,
+           flip_augment: bool):
+    """`batch_size` random windows with the model's input channels, each mirrored (input and target
+    alike) on a coin flip when `flip_augment`; all on the bank's device. Window ids, then coin flips,
+    come from `rng` in the order the per-clip numpy pipeline drew them, so a seed gives the same batches."""
+    x, y = bank.gather(rng.integers(0, len(bank), size=batch_size))
+    x = model_input(x, in_chans)
+    if flip_augment:
+        mirror = torch.from_numpy(rng.random(batch_size) < 0.5).to(bank.device)[:, None, None, None]
+        x, y = torch.where(mirror, flip_poses(x), x), torch.where(mirror, flip_poses(y), y)
+    return x, y
+
+
+def _timed_batch(bank: WindowBank, rng: np.random.Generator, batch_size: int, in_chans: int,
+                 flip_augment: bool):
+    """`_batch` and the seconds it took, synchronised on a GPU so that the gathers queued there are
+    counted (and the previous step's queued work is not)."""
+    sync(bank.device)
+    t = time.perf_counter()
+    x, y = _batch(bank, rng, batch_size, in_chans, flip_augment)
+    sync(bank.device)
+    return x, y, time.perf_counter() - t
+
+
+def _resume_state(model, opt, sched, rng: np.random.Generator, scaler, device: torch.device, step: int,
+                  losses: List[float]) -> Dict:
+    """Everything a rerun needs to continue as if never killed. The torch RNG saved is the CPU
+    generator's; a GPU run adds every CUDA generator's state and an fp16 run the gradient scaler's, both
+    under optional keys, so CPU and older checkpoints stay valid."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+             "losses": losses}
+    if device.type == "cuda":
+        state[CUDA_RNG_KEY] = torch.cuda.get_rng_state_all()
+    if scaler.is_enabled():
+        state[GRAD_SCALER_KEY] = scaler.state_dict()
+    return state
+
+
+def _restore_optional(state: Dict, scaler, device: torch.device) -> None:
+    """The optional parts of a checkpoint, where this run uses them: CUDA generators (only on a GPU;
+    a CPU resume of a GPU checkpoint has none to set) and the fp16 gradient scaler."""
+    if device.type == "cuda" and CUDA_RNG_KEY in state:
+        for i, gen_state in enumerate(state[CUDA_RNG_KEY][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(gen_state, i)
+    if scaler.is_enabled() and GRAD_SCALER_KEY in state:
+        scaler.load_state_dict(state[GRAD_SCALER_KEY])
+
+
+def _schedule_step(sched, scaler) -> None:
+    """Advance the learning rate. An fp16 step the scaler skipped (inf gradients, routine while it finds
+    its scale) makes torch warn that the scheduler stepped before the optimiser; the budget counts
+    attempted steps, so that is intended and the warning is silenced, for fp16 only."""
+    with warnings.catch_warnings():
+        if scaler.is_enabled():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+        sched.step()
+
+
+def _window_bank(sequences: Sequence, index, frames: int, device: torch.device) -> WindowBank:
+    """The training windows on `device`; a GPU too small for the whole training split says so."""
+    try:
+        return WindowBank(sequences, index, frames, device)
+    except RuntimeError as e:
+        if not is_out_of_memory(e):
+            raise
+        raise ValueError(f"out of memory on {device} copying the training split there; "
+                         "train on fewer sequences or on the cpu") from None
 
 
 def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: int, batch_size: int,
@@ -118,37 +189,41 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
                 epoch_steps: int = 100, lr_decay: float = 0.99, minutes: float = 0.0,
                 checkpoint: Optional[Path] = None, checkpoint_every: int = 0, progress: bool = True,
                 desc: str = "train", flip_augment: bool = True, optimizer: str = "adamw", amsgrad: bool = False,
-                epochs: float = 0.0, lr_decay_large: float = 1.0, lr_decay_large_every: int = 0) -> Dict:
-    """Train in place; returns {train_steps, train_loss_mm (mean of the last 10% of steps), train_s,
-    train_stop ('steps' | 'minutes')}. `minutes` > 0 stops early once that much wall time has passed in
-    this run (checked after each step). `checkpoint` (a file) is resumed from when it exists and written every `checkpoint_every`
-    steps; the caller deletes it once the result is safe elsewhere."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown train.loss {loss!r}; valid: {', '.join(LOSSES)}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown train.optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+                epochs: float = 0.0, lr_decay_large: float = 1.0, lr_decay_large_every: int = 0,
+                device: Union[str, torch.device] = "cpu", precision: str = "fp32", compile: bool = False) -> Dict:
+    """Train in place on `device` (the model is moved there); returns {train_steps, train_loss_mm (mean
+    of the last 10% of steps), train_s, train_stop ('steps' | 'minutes'), train_losses_mm, train_data_s,
+    train_data_share} and, with `compile`, train_compile_s (the first step, left out of train_s and
+    train_data_s). `minutes` > 0 stops early once that much wall time has passed in this run (checked
+    after each step). `checkpoint` (a file) is resumed from when it exists and written every
+    `checkpoint_every` steps; the caller deletes it once the result is safe elsewhere. `precision`:
+    fp32 | bf16 | fp16 (autocast forward and loss; fp16 with a gradient scaler)."""
+    _check_training_options(loss, optimizer, precision)
     if flip_augment and model.backbone.num_joints != NUM_JOINTS:
         raise ValueError(f"training flip augmentation needs the 17-joint H36M skeleton, the model has "
                          f"{model.backbone.num_joints} joints; set train.flip_augment=false")
+    device = torch_device(device)
     index = train_windows(sequences, frames, stride) if steps or epochs else []
     epoch_steps = epoch_steps or math.ceil(len(index) / batch_size)  # 0: one pass over the windows
     if epochs > 0:
         steps = math.ceil(epochs * epoch_steps)
     if steps == 0:
-        return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0, "train_stop": "steps"}
+        return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0, "train_stop": "steps",
+                "train_losses_mm": [], "train_data_s": 0.0, "train_data_share": None}
     if len(index) == 0:
         raise ValueError(f"no training windows of {frames} frames in the training split; use shorter clips")
+    model.to(device)  # before the optimiser exists: its state then lives with the parameters
     make_opt = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam  # Adam: L2 decay, MHFormer's
 
     def fresh():
-        """Optimiser, scheduler and samplers of a run that starts at step 0."""
+        """Optimiser, scheduler, sampler and gradient scaler of a run that starts at step 0."""
         torch.manual_seed(seed)
         o = make_opt(model.parameters(), lr=lr, weight_decay=weight_decay, amsgrad=amsgrad)
         return o, torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(lr_schedule, steps, warmup_steps, epoch_steps,
                                                                   lr_decay, lr_decay_large, lr_decay_large_every)), \
-            np.random.default_rng(seed)
+            np.random.default_rng(seed), torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-    opt, sched, rng = fresh()
+    opt, sched, rng, scaler = fresh()
     losses: List[float] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
@@ -159,61 +234,69 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
                 if not isinstance(state["step"], int) or not 0 < state["step"] <= steps:
                     raise ValueError(f"step {state['step']!r} is not within this run's 1..{steps}")
                 model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
+                opt.load_state_dict(state["optimizer"])  # casts the state to each parameter's device
                 sched.load_state_dict(state["scheduler"])
                 rng.bit_generator.state = state["numpy_rng"]
                 torch.set_rng_state(state["torch_rng"])
+                _restore_optional(state, scaler, device)
             except BaseException:
                 model.load_state_dict(initial)  # a half-applied file must not leak into the fresh run
                 raise
 
         state = read_checkpoint(Path(checkpoint), required=RESUME_KEYS, apply=resume)
         if state is None:
-            opt, sched, rng = fresh()
+            opt, sched, rng, scaler = fresh()
         else:
             start, losses = state["step"], [float(v) for v in state["losses"]]
-    seq2frame = getattr(model, "pipeline", "seq2seq") == "seq2frame"
+    bank = _window_bank(sequences, index, frames, device)
+    forward = _training_forward(model, getattr(model, "pipeline", "seq2seq") == "seq2frame", compile)
     in_chans = model.backbone.in_chans
     objective = mpjpe_loss if loss == "mpjpe" else lambda p, y: mixste_loss(p, y, tc_weight, vel_weight)
     model.train()
     t0 = time.perf_counter()
+    data_s, compile_s = 0.0, None
     stop = "steps"
     bar = tqdm(range(start, steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for step in bar:
-        pick = rng.integers(0, len(index), size=batch_size)
-        x, y = fetch_windows(sequences, [index[i] for i in pick], frames)
-        x, y = torch.from_numpy(model_input(x, in_chans)), torch.from_numpy(y)
-        if flip_augment:
-            mirror = torch.from_numpy(rng.random(batch_size) < 0.5)[:, None, None, None]
-            x, y = torch.where(mirror, flip_poses(x), x), torch.where(mirror, flip_poses(y), y)
-        if seq2frame:
-            pred, stage_idx = model.forward_with_index(x, kept_only=True)
-            if stage_idx:
-                y = gather_frames(y, stage_idx[-1])
-        else:
-            pred = model(x)
-        value = objective(pred, y)
-        if not torch.isfinite(value):
-            _diverged(step + 1, value.item(), lr, checkpoint)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        sched.step()
-        losses.append(mpjpe_loss(pred.detach(), y).item() * 1000.0)
-        bar.set_postfix(mpjpe_mm=f"{losses[-1]:.1f}")
-        if checkpoint is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0:
-            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                          "step": step + 1, "losses": losses}, Path(checkpoint))
-        if minutes > 0 and time.perf_counter() - t0 > 60.0 * minutes:
-            stop = "minutes"
-            break
+    with OutOfMemoryAsOneLine(device, "training", "train.batch_size") as oom:
+        for step in bar:
+            oom.batch = step + 1
+            t_step = time.perf_counter()
+            x, y, batch_s = _timed_batch(bank, rng, batch_size, in_chans, flip_augment)
+            with _autocast(device, precision):
+                pred, stage_idx = forward(x)
+                if stage_idx:
+                    y = gather_frames(y, stage_idx[-1])
+                value = objective(pred.float(), y)  # the loss in fp32 whatever the forward's precision
+            if not torch.isfinite(value):
+                _diverged(step + 1, value.item(), lr, checkpoint)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(value).backward()  # disabled scaler (fp32, bf16): value.backward(), opt.step()
+            scaler.step(opt)
+            scaler.update()
+            _schedule_step(sched, scaler)
+            losses.append(mpjpe_loss(pred.detach().float(), y).item() * 1000.0)
+            if compile and compile_s is None:
+                compile_s = time.perf_counter() - t_step  # mostly compilation: not training throughput
+            else:
+                data_s += batch_s
+            bar.set_postfix(mpjpe_mm=f"{losses[-1]:.1f}")
+            if checkpoint is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0:
+                save_checkpoint(_resume_state(model, opt, sched, rng, scaler, device, step + 1, losses),
+                                Path(checkpoint))
+            if minutes > 0 and time.perf_counter() - t0 > 60.0 * minutes:
+                stop = "minutes"
+                break
+    train_s = time.perf_counter() - t0 - (compile_s or 0.0)
     model.eval()
     if not all(torch.isfinite(p).all() for p in model.parameters()):  # the last step blew the weights up
         _diverged(len(losses), float("nan"), lr, checkpoint)
     tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
-    return {"train_steps": len(losses), "train_loss_mm": float(np.mean(tail)), "train_s": time.perf_counter() - t0,
-            "train_stop": stop, "train_losses_mm": losses}
+    out = {"train_steps": len(losses), "train_loss_mm": float(np.mean(tail)), "train_s": train_s,
+           "train_stop": stop, "train_losses_mm": losses, "train_data_s": data_s,
+           "train_data_share": min(1.0, data_s / train_s) if train_s > 0 else 0.0}
+    if compile:
+        out["train_compile_s"] = compile_s
+    return out
 
 
 def _diverged(step: int, loss: float, lr: float, checkpoint: Optional[Path]) -> None:
@@ -223,60 +306,3 @@ def _diverged(step: int, loss: float, lr: float, checkpoint: Optional[Path]) -> 
     raise TrainingDiverged(f"training diverged at step {step} (loss {loss:g}); lower train.lr (now {lr:g})")
 
 
-@torch.inference_mode()  # not just no_grad: float32 CPU linears then run on oneDNN (backbones.layers.Linear)
-def _predict(model, x: np.ndarray, batch_size: int, flip: bool = False) -> np.ndarray:
-    """Batched forward; with `flip`, the average with the un-flipped prediction of the mirrored input,
-    the mirrored pass replaying the frames the plain pass kept."""
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = torch.from_numpy(x[i:i + batch_size])
-        pred, idx = model.forward_with_index(xb)
-        if flip:
-            pred_f, _ = model.forward_with_index(flip_poses(xb), indices=idx)
-            pred = 0.5 * (pred + flip_poses(pred_f))
-        out.append(pred.numpy())
-    return np.concatenate(out, axis=0)
-
-
-@torch.no_grad()
-def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int = 64, flip: bool = True) -> Dict:
-    """`flip`: test-time flip averaging (reference E). Returns mpjpe_mm, p_mpjpe_mm, mpjve_mm (means over
-    actions), per_action_mpjpe_mm, eval_frames."""
-    model.eval()
-    seq2frame = getattr(model, "pipeline", "seq2seq") == "seq2frame"
-    pos2d_of = lambda seq: model_input(seq.pos2d, model.backbone.in_chans)  # noqa: E731
-    rows_p1, rows_p2, rows_vel = [], [], []
-    n_frames = 0
-    for seq in sequences:
-        T = len(seq.pos2d)
-        if seq2frame:
-            win = seq2frame_eval_windows(T, frames)                    # (T, frames) indices
-            pred = _predict(model, pos2d_of(seq)[win], batch_size, flip)[:, 0]   # (T, J, 3) centre frames
-            target = seq.pos3d
-            vel_pred, vel_target = pred[None], target[None]
-        else:
-            clips = seq2seq_eval_clips(T, frames)                       # (n_clips, frames) indices
-            pred = _predict(model, pos2d_of(seq)[clips], batch_size, flip)       # (n_clips, frames, J, 3)
-            target = seq.pos3d[clips]
-            vel_pred, vel_target = pred, target
-        if not np.isfinite(pred).all():
-            raise ValueError(f"the model predicts NaN or inf for {seq.subject} {seq.action}: its weights are not "
-                             "usable (a diverged or corrupt training run); lower train.lr or retrain")
-        pred = pred.copy()
-        pred[..., 0, :] = 0.0                                            # root zeroed (reference E)
-        vel_pred = vel_pred.copy()
-        vel_pred[..., 0, :] = 0.0
-        n = int(np.prod(pred.shape[:-2]))
-        action = action_class(seq.action)  # 'Walking 1' and 'Walking' are one protocol action (VideoPose3D)
-        rows_p1.append((action, mpjpe(pred, target), n))
-        rows_p2.append((action, p_mpjpe(pred, target), n))
-        rows_vel.append((action, mpjve(vel_pred, vel_target), n))
-        n_frames += n
-    p1, per_action = mean_over_actions(rows_p1)
-    return {
-        "mpjpe_mm": p1,
-        "p_mpjpe_mm": mean_over_actions(rows_p2)[0],
-        "mpjve_mm": mean_over_actions(rows_vel)[0],
-        "per_action_mpjpe_mm": per_action,
-        "eval_frames": n_frames,
-    }

@@ -2,7 +2,6 @@
 diverged run. A bad file is moved aside with one warning naming it, and the cell trains afresh."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.data import h36m, load_dataset, load_split, npz
+from bench.data import load_dataset, load_split, npz
 from bench.data.h36m import read_metadata, read_positions_2d, read_positions_3d
 from bench.data.skeleton import KEYPOINTS_SYMMETRY
 

@@ -28,7 +28,8 @@ class Recorder(nn.Module):
 def test_row_fields_and_their_relations():
     row = measure_speed(nn.Linear(2, 3), _make, frames_out_per_clip=27, batch_size=4, threads=1,
                         warmup=1, iters=2, repeats=3)
-    assert set(SPEED_FIELDS) | {"threads", "batch_size", "warmup", "iters", "repeats", "device", "precision"} == set(row)
+    assert set(SPEED_FIELDS) | {"threads", "batch_size", "warmup", "iters", "repeats", "device", "precision",
+                                "compile", "compile_s"} == set(row)
     assert row["clips_per_s"] > 0 and row["latency_ms"] > 0 and row["speed_cv"] >= 0
     assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 27)
     assert row["clips_per_s"] == pytest.approx(4 / (row["latency_ms"] / 1e3))

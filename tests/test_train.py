@@ -13,8 +13,11 @@ import bench.cell
 import bench.train
 from bench.config import BackboneCfg, Config, DataCfg, PresetCfg, PrunerCfg, RecovererCfg, TrainCfg
 from bench.data import load_split
+from bench.data.windows import WindowBank
 from bench.metrics import flip_poses
-from bench.train import MIXSTE_JOINT_WEIGHTS, _lr_lambda, _predict, mixste_loss, train_model
+from bench.evaluate import _predict
+from bench.losses import MIXSTE_JOINT_WEIGHTS, mixste_loss
+from bench.train import _lr_lambda, train_model
 
 W = np.array(MIXSTE_JOINT_WEIGHTS)
 
@@ -79,19 +82,19 @@ def test_same_seed_same_curve_and_resume_matches_uninterrupted(data, tmp_path, m
 
     ck = tmp_path / "run.pt"
     calls = {"n": 0}
-    real_fetch = bench.train.fetch_windows
+    real_gather = WindowBank.gather
 
-    def dying_fetch(*args):
+    def dying_gather(self, ids):
         calls["n"] += 1
         if calls["n"] == 4:                                          # killed during step 4 (after the step-2 save)
             raise KeyboardInterrupt
-        return real_fetch(*args)
+        return real_gather(self, ids)
 
     c = fresh()
-    monkeypatch.setattr(bench.train, "fetch_windows", dying_fetch)
+    monkeypatch.setattr(WindowBank, "gather", dying_gather)
     with pytest.raises(KeyboardInterrupt):
         _train(c, train, loss="mixste", steps=6, checkpoint=ck, checkpoint_every=2)
-    monkeypatch.setattr(bench.train, "fetch_windows", real_fetch)
+    monkeypatch.setattr(WindowBank, "gather", real_gather)
     assert torch.load(ck, weights_only=True)["step"] == 2
     rc = _train(fresh(), train, loss="mixste", steps=6, checkpoint=ck, checkpoint_every=2)
     assert rc["train_losses_mm"] == ra["train_losses_mm"]
@@ -210,24 +213,23 @@ def test_flip_augmentation_mirrors_input_and_target_together(data, tmp_path, mon
         return real_objective(pred, y)
 
     sampled = []
-    real_fetch = bench.train.fetch_windows
-    monkeypatch.setattr(bench.train, "fetch_windows", lambda *a: sampled.append(real_fetch(*a)) or sampled[-1])
+    real_gather = WindowBank.gather
+    monkeypatch.setattr(WindowBank, "gather", lambda self, ids: sampled.append(real_gather(self, ids)) or sampled[-1])
     monkeypatch.setattr(model, "forward", spy_forward)
     monkeypatch.setattr(bench.train, "mpjpe_loss", spy_loss)
     _train(model, train, steps=8, batch_size=4)
     kinds = []
     for (x, y), (x0, y0) in zip(fed, sampled):
         for i in range(len(x)):
-            plain = torch.equal(x[i], torch.from_numpy(x0[i])) and torch.equal(y[i], torch.from_numpy(y0[i]))
-            mirrored = (torch.allclose(x[i], flip_poses(torch.from_numpy(x0[i])))
-                        and torch.allclose(y[i], flip_poses(torch.from_numpy(y0[i]))))
+            plain = torch.equal(x[i], x0[i]) and torch.equal(y[i], y0[i])
+            mirrored = torch.allclose(x[i], flip_poses(x0[i])) and torch.allclose(y[i], flip_poses(y0[i]))
             assert plain != mirrored, "a clip was neither the sampled window nor its mirror (or input/target disagree)"
             kinds.append(mirrored)
     assert len(kinds) == 32 and 0 < sum(kinds) < 32
 
     fed.clear(), sampled.clear()
     _train(model, train, steps=3, batch_size=4, flip_augment=False)
-    assert all(torch.equal(x, torch.from_numpy(x0)) for (x, *_), (x0, _) in zip(fed, sampled))
+    assert all(torch.equal(x, x0) for (x, *_), (x0, _) in zip(fed, sampled))
 
 
 def test_flip_augmentation_needs_the_h36m_skeleton(tmp_path):

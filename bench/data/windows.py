@@ -4,17 +4,22 @@ Every helper returns integer frame indices into a sequence; edge padding is done
 indices to [0, T-1], i.e. the first/last frame is replicated, exactly like np.pad(..., 'edge').
 Indexing `seq.pos2d[idx]` then gives the padded clip, and `seq.pos3d[idx]` the target padded the
 same way (the HoT evaluation pads the ground truth too and scores the duplicates).
+
+`WindowBank` does the same gathering for training batches on the training device: the sequences are
+copied there once, and each batch is one indexing operation instead of a Python loop over clips.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Sequence as Seq, Tuple
+from typing import List, Sequence as Seq, Tuple, Union
 
 import numpy as np
+import torch
 
 from .structures import Sequence
 
-__all__ = ["window_indices", "train_windows", "fetch_windows", "seq2seq_eval_clips", "seq2frame_eval_windows"]
+__all__ = ["window_indices", "train_windows", "fetch_windows", "WindowBank", "seq2seq_eval_clips",
+           "seq2frame_eval_windows"]
 
 
 def _check_frames(frames: int) -> None:
@@ -55,6 +60,56 @@ def fetch_windows(seqs: Seq[Sequence], index: Seq[Tuple[int, int]], frames: int)
         x.append(seqs[i].pos2d[idx])
         y.append(seqs[i].pos3d[idx])
     return np.stack(x).astype(np.float32, copy=False), np.stack(y).astype(np.float32, copy=False)
+
+
+class WindowBank:
+    """Training windows resident on one device, gathered a batch at a time without leaving it.
+
+    All sequences' pos2d (T, 17, 2) and pos3d (T, 17, 3) are concatenated once into two float32
+    tensors on `device` (staged through pinned memory for a GPU, so the one copy is a fast DMA), and
+    each window of `index` (from `train_windows`) becomes an (offset, length, start) triple. A batch of
+    window ids then indexes frame offset + clamp(start + arange(frames), 0, length - 1): the same edge
+    padding as `window_indices`, so `gather` returns exactly what `fetch_windows` does, as tensors.
+    Per step that is one index computation and two gathers on the device, where the Python loop over
+    clips plus a host-to-device copy of the stacked batch would otherwise starve a GPU.
+    """
+
+    def __init__(self, seqs: Seq[Sequence], index: Seq[Tuple[int, int]], frames: int,
+                 device: Union[str, torch.device] = "cpu"):
+        _check_frames(frames)
+        if len(index) == 0:
+            raise ValueError("a WindowBank needs at least one window; pass the output of train_windows")
+        self.device, self.frames = torch.device(device), frames
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        seq_of, start = (np.array(col, dtype=np.int64) for col in zip(*index))
+        self.pos2d = self._to_device(np.concatenate([s.pos2d for s in seqs]))
+        self.pos3d = self._to_device(np.concatenate([s.pos3d for s in seqs]))
+        self.offset = self._to_device(offsets[seq_of])
+        self.length = self._to_device(lengths[seq_of])
+        self.start = self._to_device(start)
+        self.steps = torch.arange(frames, device=self.device)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """float arrays as float32 (what fetch_windows returns), through pinned memory for CUDA."""
+        t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32 if array.dtype.kind == "f" else None))
+        if self.device.type == "cuda":
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def frame_indices(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B,) window ids -> (B, frames) rows of the concatenated arrays, edge-padded per sequence."""
+        local = (self.start[ids, None] + self.steps).clamp(min=0)
+        return self.offset[ids, None] + torch.minimum(local, self.length[ids, None] - 1)
+
+    def gather(self, ids: Union[np.ndarray, torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Window ids -> 2D input (B, frames, 17, 2) and 3D target (B, frames, 17, 3) on the device."""
+        ids = torch.as_tensor(ids, dtype=torch.int64).to(self.device, non_blocking=True)
+        rows = self.frame_indices(ids)
+        return self.pos2d[rows], self.pos3d[rows]
 
 
 def seq2seq_eval_clips(T_seq: int, frames: int) -> np.ndarray:

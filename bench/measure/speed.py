@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..devices import is_out_of_memory
+
 __all__ = ["measure_speed", "measure_speed_sweep", "SPEED_FIELDS", "PRECISIONS"]
 
 # the metric columns of a row; a failed row has them all, set to None
@@ -35,14 +37,12 @@ SPEED_FIELDS = ("clips_per_s", "frames_per_s", "latency_ms", "speed_cv", "peak_m
 # by ~1e-2 relative, so accuracy and parity checks stay fp32)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# messages of out-of-memory errors: CUDA's torch.OutOfMemoryError, and the CPU allocator's RuntimeError
-_OOM_MESSAGES = ("out of memory", "can't allocate memory")
 
 
 def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tensor, ...]], *,
                   frames_out_per_clip: int, batch_size: int = 1, threads: Optional[int] = None,
                   warmup: int = 2, iters: int = 5, repeats: int = 5, device: str = "cpu",
-                  precision: str = "fp32") -> Dict:
+                  precision: str = "fp32", compile: bool = False) -> Dict:
     """Time `model(*make_input(batch_size))` and return one flat row (see the module docstring).
 
     Args:
@@ -53,6 +53,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
         warmup, iters, repeats: untimed forwards; forwards per timed repeat; timed repeats.
         device: 'cpu' or a CUDA device ('cuda', 'cuda:1').
         precision: 'fp32', or 'bf16' / 'fp16' autocast around every forward.
+        compile: time `torch.compile(model)`; its first forward (the compilation) is timed apart as
+            `compile_s` and never counted in the throughput; the warm-up forwards follow it.
 
     Returns: `clips_per_s` (batch x iters / median repeat seconds), `frames_per_s` (= clips_per_s x
     frames_out_per_clip), `latency_ms` (median time of one forward), `speed_cv` (stdev / mean of the
@@ -67,22 +69,29 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
         raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     cuda = torch.device(device).type == "cuda"
     old_threads, modes = torch.get_num_threads(), {m: m.training for m in model.modules()}
+    old_benchmark = torch.backends.cudnn.benchmark
     if threads is not None:
         torch.set_num_threads(threads)
+    compile_s = None
     try:
         model.eval().to(device)
+        torch.backends.cudnn.benchmark = cuda  # cuDNN picks its fastest kernels during the warm-up
         inputs = _as_tuple(make_input(batch_size))
         inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
         amp = PRECISIONS[precision]
         autocast = torch.autocast(torch.device(device).type, dtype=amp) if amp is not None else nullcontext()
+        run = _compile(model) if compile else model
         with autocast:
-            secs, peak_mb = _timed_repeats(model, inputs, warmup, iters, repeats, cuda)
+            if compile:
+                compile_s = _first_forward_s(run, inputs, cuda)
+            secs, peak_mb = _timed_repeats(run, inputs, warmup, iters, repeats, cuda)
         used_threads = torch.get_num_threads()
     except Exception as e:
         e.add_note(f"while measuring the speed of {type(model).__name__} at batch_size={batch_size} on {device}")
         raise
     finally:
         torch.set_num_threads(old_threads)
+        torch.backends.cudnn.benchmark = old_benchmark
         for m, training in modes.items():
             m.training = training
     per_forward = statistics.median(secs) / iters
@@ -91,7 +100,22 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
             "latency_ms": per_forward * 1e3,
             "speed_cv": statistics.stdev(secs) / statistics.mean(secs) if repeats > 1 else 0.0,
             "peak_mem_mb": peak_mb, "threads": used_threads, "batch_size": batch_size, "warmup": warmup,
-            "iters": iters, "repeats": repeats, "device": device, "precision": precision}
+            "iters": iters, "repeats": repeats, "device": device, "precision": precision, "compile": compile,
+            "compile_s": compile_s}
+
+
+def _compile(model: nn.Module) -> nn.Module:
+    """torch.compile with its defaults (inductor), the way a user deploys; tests swap the backend."""
+    return torch.compile(model)
+
+
+def _first_forward_s(model: nn.Module, inputs: tuple, cuda: bool) -> float:
+    """Seconds of the first forward of a compiled model: tracing and code generation, timed apart."""
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        model(*inputs)
+        _sync(cuda)
+    return time.perf_counter() - t0
 
 
 def measure_speed_sweep(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tensor, ...]],
@@ -106,8 +130,7 @@ def measure_speed_sweep(model: nn.Module, make_input: Callable[[int], Tuple[torc
         try:
             rows.append(dict(measure_speed(model, make_input, batch_size=b, **kwargs), status="ok"))
         except (RuntimeError, MemoryError) as e:
-            if not (isinstance(e, (MemoryError, torch.OutOfMemoryError))
-                    or any(m in str(e).lower() for m in _OOM_MESSAGES)):
+            if not is_out_of_memory(e):
                 raise
             rows.append({**dict.fromkeys(SPEED_FIELDS), "batch_size": b, "status": "failed",
                          "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})

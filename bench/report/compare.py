@@ -95,6 +95,7 @@ def _cell_name(row) -> str:
     extra = [] if row["pipeline"] == "seq2seq" else [row["pipeline"]]
     extra += [] if row["data"] == "realmocap" else [f"data={row['data']}"]
     extra += [] if row.get("mode", "scratch") == "scratch" else [f"mode={row['mode']}"]
+    extra += [] if row.get("device", "cpu") == "cpu" else [f"device={row['device']}"]
     extra += [] if int(row["seed"]) == 0 else [f"seed={int(row['seed'])}"]
     return name + (f" ({', '.join(extra)})" if extra else "")
 

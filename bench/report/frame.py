@@ -23,7 +23,11 @@ __all__ = ["load_frame", "read_results", "method_name", "stages_label", "CELL_CO
 
 FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops")
 # what tells two cells apart in a table (the hash `key` also covers train/speed settings)
-CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "mode", "seed"]
+# `device` (cpu | cuda): a GPU timing is never put next to a CPU one as if they were one cell
+CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "mode", "device",
+                "seed"]
+# columns records written before they existed lack, and the value those records meant
+DEFAULTED = {"mode": "scratch", "device": "cpu"}
 METRICS = list(METRIC_RANGES)
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ def _read_csv(p: Path) -> pd.DataFrame:
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{p} is not a readable results.csv ({type(e).__name__}); "
                          "pass a store directory or the results.csv of `vptbench report`") from None
-    missing = [c for c in CELL_COLUMNS + ["key", "status"] if c not in df and c != "mode"]
+    missing = [c for c in CELL_COLUMNS + ["key", "status"] if c not in df and c not in DEFAULTED]
     if missing or df.empty:
         return df  # read_results names what is wrong
     good = []
@@ -134,13 +138,12 @@ def _int_or_same(v: Any) -> Any:
 
 
 def _default_mode(df: pd.DataFrame) -> None:
-    """Records from before `mode` existed trained every model from scratch; records without a config
-    (hand-written) are one variant."""
+    """Records from before `mode` existed trained every model from scratch, records from before `device`
+    ran on the CPU; records without a config (hand-written) are one variant."""
     if "variant" in df:
         df["variant"] = df["variant"].fillna("")
-    if "mode" not in df:
-        df["mode"] = "scratch"
-    df["mode"] = df["mode"].fillna("scratch")
+    for col, value in DEFAULTED.items():
+        df[col] = df[col].fillna(value) if col in df else value
 
 
 def method_name(row) -> str:

@@ -47,11 +47,17 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array(front, dtype=int)
 
 
+def _model_label(d: pd.DataFrame) -> pd.Series:
+    """'mixste (paper)', or 'mixste (paper, cuda)': a GPU's points are never one series with the CPU's."""
+    device = d["device"] if "device" in d else pd.Series("cpu", index=d.index)
+    return d["backbone"] + " (" + d["preset"] + device.map(lambda v: "" if v == "cpu" else f", {v}") + ")"
+
+
 def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
     t = t[t["MPJPE"].notna() & t["GFLOPs"].notna()] if "MPJPE" in t else t.iloc[:0]
     if t.empty or (t["pruner"] != "none").sum() == 0:
         return []
-    t = t.assign(model=t["backbone"] + " (" + t["preset"] + ")")
+    t = t.assign(model=_model_label(t))
     models = list(dict.fromkeys(t["model"]))
     colours = dict(zip(models, sns.color_palette("deep", len(models))))
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
@@ -117,7 +123,7 @@ def _throughput(df: pd.DataFrame, out: Path) -> List[Path]:
     if d["speed_batch"].nunique() < 2:
         return []
     d["method"] = d.apply(method_name, axis=1) + " " + d["schedule"]
-    d["model"] = d["backbone"] + " (" + d["preset"] + ")"
+    d["model"] = _model_label(d)
     g = sns.relplot(data=d, x="speed_batch", y="frames_per_s", hue="method", col="model", kind="line", marker="o",
                     facet_kws={"sharey": False}, height=3.8, aspect=1.2)
     g.set(xscale="log", yscale="log")
@@ -132,7 +138,7 @@ def _speedup(t: pd.DataFrame, out: Path) -> List[Path]:
     d = t[t["speed-up"].notna() & (t["pruner"] != "none")]
     if d.empty:
         return []
-    d = d.assign(model=d["backbone"] + " (" + d["preset"] + ")")
+    d = d.assign(model=_model_label(d))
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     sns.scatterplot(data=d, x="FLOPs ratio", y="speed-up", hue="model", style="pruner", s=70, ax=ax,
                     markers={p: MARKERS.get(p, "o") for p in d["pruner"].unique()})

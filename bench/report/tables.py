@@ -22,7 +22,7 @@ FMT = {"params (M)": "{:.3f}", "GFLOPs": "{:.3f}", "ΔFLOPs %": "{:+.1f}", "FLOP
 BEST = {"GFLOPs": LOWER, "ΔFLOPs %": LOWER, "frames/s": HIGHER, "speed-up": HIGHER, "MPJPE": LOWER,
         "P-MPJPE": LOWER, "ΔMPJPE": LOWER}
 STD = {"MPJPE": "MPJPE std", "P-MPJPE": "P-MPJPE std"}
-BLOCK = ["backbone", "preset", "data"]
+BLOCK = ["backbone", "preset", "data", "device"]  # deltas and speed-ups within one block, never across
 
 
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -40,7 +40,8 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     ok = ok.join(base, on=BLOCK)
     stages = ok["schedule"].map(lambda s: len(json.loads(s)))
     out = pd.DataFrame({
-        "backbone": ok["backbone"], "preset": ok["preset"], "data": ok["data"], "frames": ok["frames"],
+        "backbone": ok["backbone"], "preset": ok["preset"], "data": ok["data"], "device": ok["device"],
+        "frames": ok["frames"],
         "pipeline": ok["pipeline"], "pruner": ok["pruner"], "recoverer": ok["recoverer"], "mode": ok["mode"],
         "method": ok.apply(method_name, axis=1), "schedule": ok["schedule"], "stages": stages,
         "schedule (tokens@layer)": ok["schedule"].map(stages_label),
@@ -73,11 +74,17 @@ def _efficiency(t: pd.DataFrame) -> List[Table]:
     cols = ["backbone", "method", "pipeline", "schedule (tokens@layer)", "frames", "params (M)", "GFLOPs",
             "ΔFLOPs %", "frames/s", "speed-up", "MPJPE", "MPJPE std", "P-MPJPE", "P-MPJPE std", "ΔMPJPE", "seeds"]
     out = []
-    for (preset, data), part in t.groupby(["preset", "data"], sort=False):
+    for (preset, data, device), part in t.groupby(["preset", "data", "device"], sort=False):
         part = part if part["pipeline"].nunique() > 1 else part.drop(columns="pipeline")
-        out.append(_table("efficiency", f"Efficiency ({preset} preset, {data} data)",
+        on = "" if device == "cpu" else f", on {device}"
+        out.append(_table("efficiency", f"Efficiency ({preset} preset, {data} data{on})",
                           part[[c for c in cols if c in part]]))
     return out
+
+
+def _label(key) -> str:
+    """A table's block as its title names it; the CPU, where most cells run, goes unsaid."""
+    return ", ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)) if k != "cpu")
 
 
 def _pivots(t: pd.DataFrame, rows: str, cols: str, value: str, name: str, title: str, keys) -> List[Table]:
@@ -89,7 +96,7 @@ def _pivots(t: pd.DataFrame, rows: str, cols: str, value: str, name: str, title:
         frame = grid.reset_index()
         frame.columns = [str(c) for c in frame.columns]
         frame[rows] = frame[rows].astype(str)
-        label = ", ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))
+        label = _label(key)
         direction = {c: LOWER for c in frame.columns[1:]}
         tab = Table(name, f"{title} ({label})", frame, fmt={c: FMT.get(value, "{:.3f}") for c in frame.columns[1:]},
                     best=best_mask(frame, direction, whole_table=True))
@@ -166,7 +173,7 @@ def _modes(t: pd.DataFrame, df: pd.DataFrame) -> List[Table]:
             spread = f" ± {b['MPJPE std']:.1f}" if pd.notna(b["MPJPE std"]) else ""
             note = (f"Baseline (unpruned, trained once per seed): {b['GFLOPs']:.4f} GFLOPs, MPJPE {b['MPJPE']:.1f}{spread} mm "
                     f"(n={b['seeds']:.0f}). " + note)
-        tab = Table("modes", f"MPJPE (mm) by evaluation mode ({', '.join(map(str, key))})", frame,
+        tab = Table("modes", f"MPJPE (mm) by evaluation mode ({_label(key)})", frame,
                     fmt={c: ("{:.4f}" if c == "GFLOPs" else "{:+.1f}" if c.startswith("Δ") else "{:.0f}" if c.startswith("n ")
                              else "{:.1f}") for c in frame.columns if c not in rows},
                     std=std, best=best_mask(frame, {m: LOWER for m in modes}), note=note)
@@ -200,7 +207,7 @@ def build_tables(df: pd.DataFrame) -> List[Table]:
         if len(hier) == 0:
             continue
         rows = part[part["method"].isin(hier) | (part["pruner"] == "none")].sort_values(["method", "stages"])
-        tables.append(_table("hierarchical", f"Hierarchical schedules ({', '.join(map(str, key))})",
+        tables.append(_table("hierarchical", f"Hierarchical schedules ({_label(key)})",
                              rows[[c for c in cols if c in rows]]))
     return tables
 
