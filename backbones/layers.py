@@ -1,6 +1,6 @@
 """Layers shared by every backbone family: attention (SDPA or explicit weights), MLP, drop-path, block.
 
-Numerics follow the official code bases (reference/backbones.md "Attention numerics"): fused qkv
+Numerics follow the official code bases (MixSTE, MotionBERT, MotionAGFormer, MHFormer, PoseFormer, HoT): fused qkv
 projection split [q | k | v] head-major, scale d**-0.5, softmax, heads concatenated, output projection.
 """
 from __future__ import annotations
@@ -180,7 +180,7 @@ class Block(nn.Module):
 
 
 class PoseBackbone(nn.Module):
-    """The hourglass contract every family implements (DESIGN.md "The hourglass wrapper"):
+    """The hourglass contract every family implements, so pruning and recovery are written once:
 
         embed_tokens(x) -> tokens (B, T, ..., C)       time on dim 1
         forward_layer(i, tokens, need_weights) -> (tokens, temporal attention (B, ..., T, T) or None)

@@ -7,7 +7,7 @@ Module names follow the official state_dict.
 
 The temporal GCN normalises per frame index (BatchNorm1d over T), so its parameters are sized by the
 frames each layer sees: the builder takes `frames_per_layer` (from the pruning schedule) and builds
-every layer static and correct (reference F.6).
+every layer static and correct (as HoT's hot_motionagformer.py does).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Name -> builder registries (timm-style), with one-line errors that list the valid names.
 
 One small `Registry` class serves backbones here and pruners/recoverers in `backbones.hourglass`;
-nothing else is registered (STYLE.md section 8).
+nothing else is registered (only what a config picks by name).
 """
 from __future__ import annotations
 

@@ -17,7 +17,19 @@ import sys
 from pathlib import Path
 from typing import List
 
-ABLATIONS = Path(__file__).resolve().parent.parent / "ablations"
+
+
+def _config_tree() -> Path:
+    """The hydra config tree: the checkout's `ablations/` folder, which an install ships as `bench.ablations`
+    (an editable install maps that name back to the folder, so edits there take effect)."""
+    try:
+        from . import ablations
+    except ImportError:  # a source checkout run without installing it
+        return Path(__file__).resolve().parent.parent / "ablations"
+    return Path(ablations.__file__).resolve().parent
+
+
+ABLATIONS = _config_tree()
 USAGE = """usage: vptbench COMMAND [ARGS]
 
 commands:
@@ -383,7 +395,7 @@ def cmd_list(args: List[str]) -> int:
     return 0
 
 
-# The main job's paper-preset cells: MixSTE, HoT w. MixSTE, TPC w. MixSTE (reference C.5).
+# The main job's paper-preset cells: MixSTE, HoT w. MixSTE, TPC w. MixSTE (HoT, CVPR 2024, official settings).
 PAPER_CELLS = [
     [],
     ["pruner=cluster", "recoverer=attention", "schedule=[[3,81]]"],

@@ -91,15 +91,15 @@ class TrainCfg:
     amsgrad: bool = False
     threads: int = 0                  # torch threads while training; 0 = leave as is
     progress: bool = True             # tqdm bar on stderr
-    flip_augment: bool = True         # mirror half the training clips (reference data_augmentation=1)
+    flip_augment: bool = True         # mirror half the training clips (official HoT code: data_augmentation=1)
     # mixste (weighted MPJPE + temporal consistency + velocity, the reference's objective) | mpjpe;
     # measured on the embedded mocap, tiny MixSTE, 1600 steps, 3 seeds: 102.9 +- 0.4 vs 106.6 +- 7.5 mm
     loss: str = "mixste"
-    tc_weight: float = 0.5            # mixste: temporal-consistency coefficient (reference A.7)
-    vel_weight: float = 2.0           # mixste: velocity-error coefficient (reference A.7)
+    tc_weight: float = 0.5            # mixste: temporal-consistency coefficient (HoT main_mixste*.py)
+    vel_weight: float = 2.0           # mixste: velocity-error coefficient (HoT main_mixste*.py)
     lr_schedule: str = "cosine"       # cosine (warm-up + cosine to 0) | epoch (warm-up + x lr_decay per epoch)
     epoch_steps: int = 100            # optimiser steps per epoch; 0 = one pass over the training windows
-    lr_decay: float = 0.99            # epoch schedule: lr factor per epoch (reference MixSTE recipe)
+    lr_decay: float = 0.99            # epoch schedule: lr factor per epoch (HoT main_mixste*.py)
     lr_decay_large: float = 0.5       # ... and instead every lr_decay_large_every-th epoch (MHFormer recipe)
     lr_decay_large_every: int = 0     # 0 = off
     minutes: float = 0.0              # stop early after this many minutes of training; 0 = steps only

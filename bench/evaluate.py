@@ -95,7 +95,7 @@ def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int =
                 raise ValueError(f"the model predicts NaN or inf for {seq.subject} {seq.action}: its weights are not "
                                  "usable (a diverged or corrupt training run); lower train.lr or retrain")
             pred = pred.copy()
-            pred[..., 0, :] = 0.0                                            # root zeroed (reference E)
+            pred[..., 0, :] = 0.0                                            # root zeroed (H36M protocol)
             vel_pred = vel_pred.copy()
             vel_pred[..., 0, :] = 0.0
             n = int(np.prod(pred.shape[:-2]))

@@ -26,7 +26,7 @@ def mpjpe_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def mixste_loss(pred: torch.Tensor, target: torch.Tensor, tc_weight: float = 0.5,
                 vel_weight: float = 2.0) -> torch.Tensor:
-    """MixSTE objective on (B, T, J, 3), root zeroed in both (reference A.7): per-joint weighted MPJPE
+    """MixSTE objective on (B, T, J, 3), root zeroed in both (HoT main_mixste*.py): per-joint weighted MPJPE
     + tc_weight x mean of the joint-weighted squared first differences of the *prediction* + vel_weight x
     mean velocity error. One-frame outputs (seq2frame heads that pool to the centre) get the weighted
     MPJPE only."""

@@ -1,6 +1,6 @@
 """Pose-error metrics on arrays of shape (..., J, 3) in metres, returned in millimetres.
 
-Protocol (reference E): root-relative poses with the root joint set to 0 in both prediction and
+Protocol (VideoPose3D / official HoT evaluation): root-relative poses with the root joint set to 0 in both prediction and
 target; MPJPE is the mean L2 over all 17 joints (the zeroed root included); results are averaged per
 action first, then as an unweighted mean over actions.
 """
@@ -17,7 +17,7 @@ from .data.skeleton import LEFT, NUM_JOINTS, RIGHT
 __all__ = ["mpjpe", "p_mpjpe", "mpjve", "zero_root", "mean_over_actions", "flip_poses", "aggregate_seeds",
            "H36M_LEFT", "H36M_RIGHT", "ACCURACY_FIELDS"]
 
-H36M_LEFT, H36M_RIGHT = LEFT, RIGHT  # the 17-joint VideoPose3D skeleton (reference E)
+H36M_LEFT, H36M_RIGHT = LEFT, RIGHT  # left/right joints of the 17-joint VideoPose3D skeleton
 ACCURACY_FIELDS = ("mpjpe_mm", "p_mpjpe_mm", "mpjve_mm")
 
 

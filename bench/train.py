@@ -102,7 +102,7 @@ def _autocast(device: torch.device, precision: str):
 
 def _training_forward(model, seq2frame: bool, compile: bool):
     """x -> (prediction, each stage's kept frame indices). seq2frame models predict the frames they
-    kept (trained against those, reference A.6), seq2seq models every frame (no indices needed).
+    kept (trained against those, as HoT's main_mixste_tpc.py does), seq2seq models every frame (no indices needed).
     With `compile`, this function is what torch.compile wraps: it calls `model` itself, so it shares
     its parameters and checkpoints keep saving `model.state_dict()` (no `_orig_mod.` keys), and it
     covers seq2frame's `forward_with_index` too, which compiling the module's `forward` would miss."""

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-PARITY = [  # (overrides, params M, paper GFLOPs) — reference C.5, counted on the official code
+PARITY = [  # (overrides, params M, paper GFLOPs) — counted on the official HoT code, one clip at batch 1
     (["pruner=cluster", "recoverer=attention", "schedule=[[3,81]]"], 35.000, 167.512),
     ([], 33.784, 277.248),
     (["pruner=cluster", "pipeline=seq2frame", "schedule=[[7,61]]"], 33.784, 251.284),

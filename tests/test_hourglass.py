@@ -1,5 +1,5 @@
 """backbones.hourglass.model: every pruner x recoverer x schedule on tiny MixSTE, seq2frame, global indices,
-replay, one-line configuration errors, and the paper-size parameter parity (reference C.5)."""
+replay, one-line configuration errors, and the paper-size parameter parity (counted on the official HoT code)."""
 import itertools
 
 import pytest
@@ -71,7 +71,7 @@ def test_seq2seq_grid_forward_backward(pruner, recoverer, schedule):
 def test_seq2frame_returns_the_centre_frame(pruner, schedule):
     model = _tiny(pruner, "none", SCHEDULES[schedule], "seq2frame")
     assert model.centre == CENTRE and model.frames_out == 1
-    assert model.pos_embed_token is None                               # off for seq2frame (reference A.2)
+    assert model.pos_embed_token is None                               # off for seq2frame (HoT tpc_mixste.py)
     x = _clip()
     y, stage_idx = model.forward_with_index(x)
     assert y.shape == (2, 1, J, 3)
@@ -243,7 +243,7 @@ def _params_m(model):
 def test_hot_mixste_params(paper_mixste):
     model = build_hourglass(paper_mixste, "cluster", "attention", [[3, 81]])
     assert _params_m(model) == pytest.approx(35.000, abs=0.001)
-    # the added 1.216 M = TRA 4 (512^2 + 512) + 243 * 512 and the stage embedding 81 * 512 (reference A.3)
+    # the added 1.216 M = TRA 4 (512^2 + 512) + 243 * 512 and the stage embedding 81 * 512 (official HoT code)
     assert sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in paper_mixste.parameters()) \
         == 4 * (512 * 512 + 512) + 243 * 512 + 81 * 512
 

@@ -1,4 +1,4 @@
-"""Params / FLOPs parity with the reference table (DESIGN.md; counted on the official code, reference C.5):
+"""Params / FLOPs parity with the REFERENCE table below (counted on the official HoT code, NationalGAILab/HoT):
 ±0.001 M params, ±0.1 % paper-convention GFLOPs, one clip at batch 1."""
 import pytest
 import torch

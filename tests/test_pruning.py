@@ -108,7 +108,7 @@ def _four_clusters(seed, B=4):
 
 
 def _dpc_knn_reference(x, k, centre=None, k_neighbours=2, jitter=None):
-    """Straightforward DPC-kNN on one sample x (n, C) in float64 (reference A.2 / F.7); `jitter` (n,)
+    """Straightforward DPC-kNN on one sample x (n, C) in float64 (as in the official HoT `cluster_dpc_knn`); `jitter` (n,)
     is added to rho as the official `rho += rand * 1e-6`."""
     x = x.double()
     n, C = x.shape

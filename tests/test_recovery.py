@@ -27,7 +27,7 @@ def test_tra_shape_zero_init_and_param_count():
     tra = RECOVERERS.build("attention", dim=C, num_frames=T, num_heads=4, qkv_bias=True)
     assert tra.x_token.shape == (1, T, C)
     assert torch.count_nonzero(tra.x_token) == 0
-    # linear_q/k/v + proj (C*C + C each) + the full-length queries (T*C); reference A.3
+    # linear_q/k/v + proj (C*C + C each) + the full-length queries (T*C), as in the official HoT TRA
     assert sum(p.numel() for p in tra.parameters()) == 4 * (C * C + C) + T * C == 18368
     out = tra.recover(torch.randn(2, 9, J, C), _idx(*[list(range(0, 27, 3))] * 2), T)
     assert out.shape == (2, T, J, C)

@@ -2,11 +2,11 @@
 
 Protocol: `select(feats, k, ctx) -> (B, k)` *local* positions into the current tokens, sorted
 ascending so temporal order is kept. `feats` is one feature per frame (B, n, D) from the backbone's
-`frame_features`. Selection never carries gradients (reference A.2: it runs under no_grad).
+`frame_features`. Selection never carries gradients (the official HoT `cluster_dpc_knn` runs under no_grad).
 
 Score-based pruners share one selection rule (`ScorePruner.select`): top-k of the score; for
 seq2frame the centre frame's score is set to -inf, k-1 are chosen and the centre is appended
-(reference `cluster_dpc_knn_center`).
+(the official HoT `cluster_dpc_knn_center`, tpc_mixste.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ __all__ = ["PRUNERS", "PruneContext", "Pruner", "ScorePruner", "ClusterPruner", 
            "UniformPruner", "MotionPruner", "NoPruner", "TIE_BREAK"]
 
 PRUNERS = Registry("pruner")
-TIE_BREAK = 1e-6  # magnitude of the seeded jitter that breaks exact ties (reference: rand * 1e-6)
+TIE_BREAK = 1e-6  # magnitude of the seeded jitter that breaks exact ties (official HoT code: rand * 1e-6)
 
 
 @dataclass
@@ -70,7 +70,7 @@ class ScorePruner(Pruner):
 
 @PRUNERS.register(name="cluster")
 class ClusterPruner(ScorePruner):
-    """TPC: DPC-kNN density-peak clustering; keep the cluster centres (reference A.2, backbones.md 6).
+    """TPC: DPC-kNN density-peak clustering; keep the cluster centres (official HoT `cluster_dpc_knn`, hot_mixste.py).
 
     rho_i = exp(-mean of squared distances to the `k_neighbours` nearest tokens, the token itself
     included), distances = Euclidean / sqrt(C); delta_i = distance to the nearest denser token (the

@@ -1,6 +1,6 @@
 """Token recoverers: restore the full clip length after pruning.
 
-Two levels (DESIGN.md):
+Two levels:
 - token level (`level = "token"`): `recover(tokens (B, k, J, C), idx (B, k), T) -> (B, T, J, C)`,
   before the regression head (TRA);
 - output level (`level = "output"`): the head runs on the kept tokens, then
@@ -24,7 +24,7 @@ RECOVERERS = Registry("recoverer")
 @RECOVERERS.register(name="attention")
 class AttentionRecoverer(nn.Module):
     """TRA: full-length, zero-initialised learnable queries cross-attend, per joint over time, to the
-    kept tokens; the queries are added back as the only residual (no norm, no MLP; reference A.3)."""
+    kept tokens; the queries are added back as the only residual (no norm, no MLP; as in the official HoT code)."""
 
     level = "token"
 

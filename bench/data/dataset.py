@@ -1,6 +1,6 @@
 """Loading datasets as lists of `Sequence`, and splitting them by whole sequences.
 
-Preprocessing is the one used by VideoPose3D and its successors (reference E): world 3D ->
+Preprocessing is the one used by VideoPose3D and its successors (PoseFormer, MixSTE, MotionAGFormer, HoT): world 3D ->
 camera frame -> root-relative with joint 0 set to 0; pixel 2D -> `X / w * 2 - [1, h / w]`.
 
 Names: 'realmocap' (the committed files in bench/data/files, real climbing and DeepMimic mocap

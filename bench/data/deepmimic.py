@@ -3,7 +3,7 @@
 Source: `pybullet_data/data/motions/humanoid3d_*.txt` of the PyPI wheel `pybullet==3.2.7`
 (zlib licence per the wheel metadata; the clips come from the DeepMimic project, Peng et al. 2018,
 retargeted from public mocap). Nothing here imports pybullet: only those JSON files are read.
-See shared/reference/realmocap.md section 3.
+Frame layout as read by pybullet_envs/deep_mimic/env/humanoid_pose_interpolator.py.
 
 A clip is JSON {"Loop": ..., "Frames": [[44 floats], ...]}; each frame is
     [0] duration (s, time to the next frame) | [1:4] root position (m) | [4:8] root rotation

@@ -3,7 +3,7 @@
 Source: the 5 climbing sequences shipped in the PyPI wheel `holosoma-retargeting==0.1.0`
 (Apache-2.0, Amazon FAR), `holosoma_retargeting/demo_data/climb/*/*.npy`: float32 (T, 53, 3)
 global joint positions, metres, Z up, skeleton-solved (bone lengths constant to < 1 mm).
-See shared/reference/realmocap.md section 2. This is NOT Human3.6M: numbers on it are not
+Provenance and frame rate are not documented in the package. This is NOT Human3.6M: numbers on it are not
 comparable with published Human3.6M results.
 
 `prepare()` (also `python -m bench.data.realmocap prepare`) rebuilds the committed files in

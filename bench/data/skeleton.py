@@ -1,7 +1,7 @@
 """Human3.6M constants: the 17-joint skeleton and the four calibrated cameras.
 
 Everything here is a published fact of the Human3.6M / VideoPose3D data format (see
-`shared/reference/realmocap.md` section 5), written out as plain Python so the rest of the data
+facebookresearch/VideoPose3D), written out as plain Python so the rest of the data
 layer (and JSON files) can use it without any dependency.
 
 Camera conventions (VideoPose3D):

@@ -1,4 +1,4 @@
-"""Frame-index windows for training and for the two evaluation protocols (reference section E).
+"""Frame-index windows for training and for the two evaluation protocols of the official HoT code.
 
 Every helper returns integer frame indices into a sequence; edge padding is done by clamping
 indices to [0, T-1], i.e. the first/last frame is replicated, exactly like np.pad(..., 'edge').

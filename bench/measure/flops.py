@@ -1,4 +1,4 @@
-"""Parameters and FLOPs in the two conventions of DESIGN.md "Conventions", counted with fvcore.
+"""Parameters and FLOPs in two conventions (paper and total, below), counted with fvcore.
 
 - `gflops`, the paper convention: 2 x the multiply-accumulates (MACs) of Linear and Conv layers only,
   for the inputs given (callers pass one clip at batch 1). Counted *by op set*: the rows that the

@@ -1,7 +1,7 @@
 """fvcore op handles that fvcore 0.1.5 lacks or gets wrong, and the ops we leave uncounted on purpose.
 
 A handle receives the traced op's inputs and outputs as `torch._C.Value`s and returns its
-multiply-accumulates (MACs): fvcore counts one multiply-add as one flop (STYLE.md section 4).
+multiply-accumulates (MACs): fvcore counts one multiply-add as one flop (so paper FLOPs = 2 x MACs).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Throughput, latency and peak memory of inference (timm benchmark.py / nanoGPT bench.py habits, STYLE.md 5).
+"""Throughput, latency and peak memory of inference (timm benchmark.py / nanoGPT bench.py habits).
 
 The input is built once, before any clock starts. `warmup` untimed forwards, then `repeats` timed
 runs of `iters` forwards each, all under `model.eval()` and `torch.inference_mode()` with a fixed
