@@ -10,7 +10,7 @@ import fnmatch
 import re
 from typing import Any, Callable, Dict, Iterable, List, Union
 
-__all__ = ["Registry", "register_backbone", "create", "list_backbones", "is_backbone", "BACKBONES",
+__all__ = ["PIPELINES", "Registry", "register_backbone", "create", "list_backbones", "is_backbone", "BACKBONES",
            "backbone_config", "backbone_pipelines", "list_presets", "resolve_config"]
 
 
@@ -68,12 +68,14 @@ class Registry:
 
 
 BACKBONES = Registry("backbone")
+# what a wrapped model returns: every input frame (seq2seq) or the centre frame only (seq2frame)
+PIPELINES = ("seq2seq", "seq2frame")
 _PRESETS: Dict[str, Dict[str, Any]] = {}
 _PIPELINES: Dict[str, tuple] = {}
 
 
 def register_backbone(fn=None, *, presets: Dict[str, Any] | None = None,
-                      pipelines: tuple = ("seq2seq", "seq2frame")):
+                      pipelines: tuple = PIPELINES):
     """Register a backbone builder `fn(preset='paper', **overrides) -> nn.Module` under `fn.__name__`.
 
     `presets` (name -> frozen config dataclass with at least `depth` and `num_frames`) lets callers

@@ -30,18 +30,14 @@ from . import __version__
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, DataCfg, PrunerCfg, RecovererCfg
 from .devices import device_kind, is_out_of_memory, resolve_device
+from .records import METRIC_GROUPS
 from .store import ResultStore, cell_key
 
-__all__ = ["run_cell", "build_model", "environment", "load_baseline", "load_cell_data", "has_metric"]
+__all__ = ["run_cell", "build_model", "environment", "load_baseline", "load_cell_data", "has_metric", "cell_label"]
 
 log = logging.getLogger(__name__)
 
-METRIC_FIELDS = {
-    "params": ("params_m",),
-    "flops": ("gflops", "gflops_total"),
-    "speed": ("clips_per_s", "frames_per_s", "latency_ms", "peak_mem_mb", "speed_cv"),
-    "accuracy": ("mpjpe_mm", "p_mpjpe_mm", "mpjve_mm"),
-}
+METRIC_FIELDS = METRIC_GROUPS  # metric -> the record fields it writes
 
 
 def build_model(cfg: Config):
@@ -131,7 +127,7 @@ def _describe(cfg: Config) -> Dict[str, Any]:
     bcfg = backbones.backbone_config(cfg.backbone.name, cfg.preset.name, **dict(cfg.backbone.overrides))
     return {"backbone": cfg.backbone.name, "preset": cfg.preset.name, "frames": bcfg.num_frames,
             "depth": bcfg.depth, "pruner": cfg.pruner.name, "recoverer": cfg.recoverer.name,
-            "schedule": cfg.schedule, "pipeline": cfg.pipeline.name, "data": cfg.data.name,
+            "schedule": [list(stage) for stage in cfg.schedule], "pipeline": cfg.pipeline.name, "data": cfg.data.name,
             "data_label": cfg.data.label, "seed": cfg.seed, "mode": cfg.mode, "experiment": cfg.experiment,
             "device": device_kind(cfg.device)}
 
@@ -212,7 +208,7 @@ def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device
             raise
         _free_device_memory()
         why = f"out of memory at batch {s.batch_size} on {device}; lower speed.batch_size"
-        log.warning("cell %s: %s", _short(cfg), why)
+        log.warning("cell %s: %s", cell_label(cfg), why)
         record.update(dict.fromkeys(METRIC_FIELDS["speed"]), speed_skipped=why)
         return
     record.pop("speed_skipped", None)
@@ -236,7 +232,7 @@ def _train(cfg: Config, model, train_seqs, checkpoint: Path, device: torch.devic
                       seed=cfg.seed, loss=t.loss, tc_weight=t.tc_weight, vel_weight=t.vel_weight,
                       lr_schedule=t.lr_schedule, epoch_steps=t.epoch_steps, lr_decay=t.lr_decay, minutes=t.minutes,
                       checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, progress=t.progress,
-                      desc=_short(cfg), flip_augment=t.flip_augment, optimizer=t.optimizer, amsgrad=t.amsgrad,
+                      desc=cell_label(cfg), flip_augment=t.flip_augment, optimizer=t.optimizer, amsgrad=t.amsgrad,
                       epochs=0.0 if own_budget else t.epochs, lr_decay_large=t.lr_decay_large,
                       lr_decay_large_every=t.lr_decay_large_every, device=device, precision=t.precision,
                       compile=t.compile)
@@ -303,7 +299,7 @@ def load_baseline(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Non
                          f"{res.unexpected_keys[:5]}; use mode=scratch")
 
 
-def _short(cfg: Config) -> str:
+def cell_label(cfg: Config) -> str:
     s = "-" if not cfg.schedule else "/".join(f"{l}:{k}" for l, k in cfg.schedule)
     return f"{cfg.backbone.name}[{cfg.preset.name}] {cfg.pruner.name}+{cfg.recoverer.name} {s}"
 
@@ -316,12 +312,12 @@ def run_cell(cfg: Config) -> Dict[str, Any]:
     previous = store.get(key)
     todo = _wanted(cfg, previous)
     if not todo and previous is not None:
-        log.info("cell %s (%s) already in the store: skipped", key, _short(cfg))
+        log.info("cell %s (%s) already in the store: skipped", key, cell_label(cfg))
         return dict(previous, skipped=True)
     base = dict(previous) if previous and previous.get("status") == "ok" and not cfg.rerun else {}
     record: Dict[str, Any] = {**base, "key": key, **_describe(cfg), "config": identity}
     record.pop("error", None)
-    log.info("cell %s (%s): %s", key, _short(cfg), ", ".join(todo))
+    log.info("cell %s (%s): %s", key, cell_label(cfg), ", ".join(todo))
     t0 = time.perf_counter()
     device = torch.device("cpu")
     try:

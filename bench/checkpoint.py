@@ -17,6 +17,8 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from .atomic import write_atomic
+
 __all__ = ["save_checkpoint", "read_checkpoint", "REJECTED_SUFFIX"]
 
 log = logging.getLogger(__name__)
@@ -29,16 +31,7 @@ def save_checkpoint(state: Dict[str, Any], path: Path) -> None:
     previous checkpoint or the new one, never a torn file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def _non_finite(state: Dict[str, torch.Tensor]) -> Optional[str]:

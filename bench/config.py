@@ -1,8 +1,15 @@
-"""Structured configs (hydra ConfigStore schemas) and their one-line validation.
+"""Structured configs (hydra ConfigStore schemas), the names every option may take, and their one-line
+validation.
+
+The bottom of `bench`: the modules above take the valid names of metrics, modes, losses, schedules,
+optimisers and precisions from here, and this module imports no other part of `bench` but the device
+names (`bench.devices`, a leaf). Importing it is cheap (no torch, no hydra): the model registry is
+consulted only when a `Config` is validated, and hydra only when the schemas are registered.
 
 The YAML options live in `ablations/<group>/`; each extends the schema stored here, so a misspelled
 key fails at composition and a bad value fails in `__post_init__`, before any compute. `Config` is
-what one grid cell runs; `cell_identity()` is what the results store keys it by.
+what one grid cell runs; `cell_identity()` is what the results store keys it by. Its schedule is parsed
+and validated once, there, and travels as a `backbones.Schedule` that remembers it was checked.
 """
 from __future__ import annotations
 
@@ -11,23 +18,23 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
-
-import backbones
-from backbones.hourglass import check_hourglass, parse_schedule
-
 from .devices import check_device_name, device_kind
-from .losses import LOSSES
-from .train import LR_SCHEDULES, OPTIMIZERS
+from .records import METRIC_GROUPS
 
 __all__ = ["Config", "BackboneCfg", "PrunerCfg", "RecovererCfg", "PresetCfg", "PipelineCfg", "DataCfg",
-           "TrainCfg", "EvalCfg", "SpeedCfg", "METRICS", "MODES", "register_configs"]
+           "TrainCfg", "EvalCfg", "SpeedCfg", "METRICS", "MODES", "LOSSES", "LR_SCHEDULES", "OPTIMIZERS",
+           "PRECISIONS", "register_configs"]
 
-METRICS = ("params", "flops", "speed", "accuracy")
+MISSING = "???"  # omegaconf.MISSING: a value the config must set (written out so importing this stays cheap)
+
+METRICS = tuple(METRIC_GROUPS)  # params, flops, speed, accuracy
 # how a pruned cell gets its weights: trained pruned from scratch, fine-tuned from the trained unpruned
 # baseline, or the baseline's weights with the pruner plugged in untrained
 MODES = ("scratch", "finetune", "zeroshot")
+LOSSES = ("mpjpe", "mixste")          # bench.losses
+LR_SCHEDULES = ("cosine", "epoch")    # bench.train
+OPTIMIZERS = ("adamw", "adam")        # bench.train
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast of training and timing; fp32 = as built
 
 
 @dataclass
@@ -72,8 +79,6 @@ class DataCfg:
 NEUTRAL_TRAIN_OPTIONS = {"optimizer": "adamw", "amsgrad": False, "epochs": 0.0, "lr_decay_large_every": 0,
                          "precision": "fp32", "compile": False}
 NEUTRAL_SPEED_OPTIONS = {"compile": False}
-# autocast precisions of training and timing ('fp32' = as built)
-PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -151,18 +156,20 @@ class Config:
         if bad or not self.metrics:
             raise ValueError(f"unknown metric(s) {', '.join(map(str, bad)) or '(none given)'}; "
                              f"valid metrics: {', '.join(METRICS)}, e.g. metrics=[params,flops]")
+        import backbones
+        from backbones.hourglass import check_hourglass, parse_schedule
+
         cfg = backbones.backbone_config(self.backbone.name, self.preset.name, **dict(self.backbone.overrides))
         sched = parse_schedule(self.schedule).validate(cfg.depth, cfg.num_frames)
         if self.pruner.name == "none":
             # the unpruned baseline has nothing to recover: one canonical cell however a grid spells it
-            sched, self.recoverer = (), RecovererCfg("none")
+            sched, self.recoverer = parse_schedule(()), RecovererCfg("none")
         elif self.pipeline.name == "seq2frame":
             self.recoverer = RecovererCfg("none")  # seq2frame returns the (force-kept) centre frame
         self.schedule = check_hourglass(cfg.depth, cfg.num_frames, self.pruner.name, self.recoverer.name,
-                                        sched, self.pipeline.name,
-                                        backbones.registry.backbone_pipelines(self.backbone.name)).as_list()
-        if self.speed.precision not in PRECISION_NAMES:
-            raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISION_NAMES)}")
+                                        sched, self.pipeline.name, backbones.backbone_pipelines(self.backbone.name))
+        if self.speed.precision not in PRECISIONS:
+            raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISIONS)}")
         check_device_name(self.device)
         self._check_numbers()
         self._check_accuracy()
@@ -170,9 +177,6 @@ class Config:
             # only finetune cells use it: keep other cells' identity canonical. A new TrainCfg, not an
             # assignment: `dataclasses.replace(cell, mode="scratch")` (the cell's baseline) shares it with the cell
             self.train = replace(self.train, finetune_steps=0)
-        if "accuracy" in self.metrics:
-            from .data import check_data
-            check_data(self.data.name, dict(self.data.paths), self.data.noise_px)
 
     def _check_numbers(self) -> None:
         """Every number a cell uses, in range before any compute (one line: name, rule, value, meaning)."""
@@ -210,7 +214,7 @@ class Config:
     def _check_accuracy(self) -> None:
         t = self.train
         for name, value, valid in [("mode", self.mode, MODES), ("train.loss", t.loss, LOSSES),
-                                   ("train.precision", t.precision, PRECISION_NAMES),
+                                   ("train.precision", t.precision, PRECISIONS),
                                    ("train.lr_schedule", t.lr_schedule, LR_SCHEDULES),
                                    ("train.optimizer", t.optimizer, OPTIMIZERS)]:
             if value not in valid:
@@ -235,6 +239,7 @@ class Config:
     def cell_identity(self) -> Dict[str, Any]:
         """Everything that changes a cell's numbers (not where it is stored or whether to rerun)."""
         d = asdict(self)
+        d["schedule"] = [list(stage) for stage in self.schedule]
         for k in ("store", "rerun", "experiment", "metrics"):  # metrics accumulate in one record
             d.pop(k)
         for k in ("progress", "checkpoint_every", "threads"):  # how it runs, not what it computes
@@ -264,6 +269,8 @@ class Config:
 
 
 def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for group, node in [("backbone", BackboneCfg), ("pruner", PrunerCfg), ("recoverer", RecovererCfg),

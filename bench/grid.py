@@ -13,7 +13,7 @@ import threading
 from dataclasses import replace
 from typing import Dict, Iterator, List, Tuple
 
-from .cell import METRIC_FIELDS, _short, has_metric, load_cell_data, run_cell
+from .cell import METRIC_FIELDS, cell_label, has_metric, load_cell_data, run_cell
 from .config import Config
 from .devices import check_device_exists
 from .store import ResultStore, cell_key
@@ -47,13 +47,22 @@ class Grid:
         if check_devices:
             for name in sorted({cfg.device for cfg in self.cells.values()}):
                 check_device_exists(name)
+        self.check_data()
         for store in sorted({s for s, _ in self.cells}):
             ResultStore(store).prepare()
         seen = set()
-        for cfg in self.cells.values():  # missing file, wrong shapes, NaNs: one line naming the fix
+        for cfg in self.cells.values():  # wrong shapes, NaNs, malformed files: one line naming the fix
             if "accuracy" in cfg.metrics and repr(cfg.data) not in seen:
                 seen.add(repr(cfg.data))
                 load_cell_data(cfg.data)
+
+    def check_data(self) -> None:
+        """The data configs of the accuracy cells, without loading them: names, paths, files present."""
+        from .data import check_data
+
+        for cfg in self.cells.values():
+            if "accuracy" in cfg.metrics:
+                check_data(cfg.data.name, dict(cfg.data.paths), cfg.data.noise_px)
 
     def incomplete(self) -> List[Tuple[str, str]]:
         """Cells this run has to compute (all of them with rerun)."""
@@ -72,6 +81,11 @@ class Grid:
     def metrics_without_speed(self) -> List[str]:
         wanted = {m for cfg in self.cells.values() for m in cfg.metrics} - {"speed"}
         return [m for m in METRIC_FIELDS if m in wanted]
+
+    def run_here(self) -> Iterator[Dict]:
+        """Run every cell in this process, in grid order (finished ones are skipped by `run_cell`)."""
+        for cfg in self.cells.values():
+            yield run_cell(cfg)
 
     def run_speed_serially(self) -> Iterator[Dict]:
         """Time the speed cells one at a time in this process (after a parallel pass)."""
@@ -133,7 +147,7 @@ class Grid:
         for (store, key), cfg in self.cells.items():
             rec = self._record(store, key)
             if rec and rec.get("status") == "ok" and "speed" in cfg.metrics and rec.get("speed_skipped"):
-                out.append(f"{key} ({_short(cfg)}): {rec['speed_skipped']}")
+                out.append(f"{key} ({cell_label(cfg)}): {rec['speed_skipped']}")
         return out
 
     def summary(self) -> List[str]:
@@ -149,5 +163,5 @@ class Grid:
                 why = rec.get("error") or "failed"
             else:
                 why = "record lacks metrics " + ", ".join(m for m in cfg.metrics if not has_metric(rec, m))
-            out.append(f"{key} ({_short(cfg)}): {why}")
+            out.append(f"{key} ({cell_label(cfg)}): {why}")
         return out

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["LOSSES", "MIXSTE_JOINT_WEIGHTS", "mpjpe_loss", "mixste_loss"]
+__all__ = ["MIXSTE_JOINT_WEIGHTS", "mpjpe_loss", "mixste_loss"]
 
-LOSSES = ("mpjpe", "mixste")
 # per-joint weights of the MixSTE loss, H36M joint order (torso 1, knees/elbows 2.5 / 1.5, feet/hands 4)
 MIXSTE_JOINT_WEIGHTS = (1, 1, 2.5, 2.5, 1, 2.5, 2.5, 1, 1, 1, 1.5, 1.5, 4, 4, 1.5, 4, 4)
 

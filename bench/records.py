@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Dict, Optional, Tuple
 
-__all__ = ["record_problem", "METRICS", "REQUIRED", "STORE_REQUIRED", "INTS", "STRINGS", "STATUSES",
+__all__ = ["record_problem", "METRIC_GROUPS", "METRICS", "REQUIRED", "STORE_REQUIRED", "INTS", "STRINGS", "STATUSES",
            "MAX_RECORD_BYTES"]
 
 MAX_RECORD_BYTES = 8 << 20  # a record is a few KB; anything this big is not one
@@ -34,6 +34,14 @@ REQUIRED = ("key", "status", "backbone", "preset", "pipeline", "pruner", "recove
 STRINGS = ("backbone", "preset", "pipeline", "pruner", "recoverer", "data", "mode", "device", "data_label",
            "experiment", "error", "speed_skipped")
 INTS = {"frames": 1, "depth": 1, "seed": 0, "speed_batch": 1}  # field -> lowest allowed value
+# The fields each metric of `metrics=[...]` writes: the one list the config (valid names), the cell (what
+# to measure and merge), the timer, the grid (what makes a record complete) and the reports read.
+METRIC_GROUPS: Dict[str, Tuple[str, ...]] = {
+    "params": ("params_m",),
+    "flops": ("gflops", "gflops_total"),
+    "speed": ("clips_per_s", "frames_per_s", "latency_ms", "peak_mem_mb", "speed_cv"),
+    "accuracy": ("mpjpe_mm", "p_mpjpe_mm", "mpjve_mm"),
+}
 # metric -> (bound, whether the bound itself is allowed): counts and errors may be 0, rates and times not
 METRICS: Dict[str, Tuple[float, bool]] = {
     "params_m": (0.0, True), "gflops": (0.0, True), "gflops_total": (0.0, True),
@@ -42,6 +50,7 @@ METRICS: Dict[str, Tuple[float, bool]] = {
     "mpjpe_mm": (0.0, True), "p_mpjpe_mm": (0.0, True), "mpjve_mm": (0.0, True),
 }
 DICTS = ("config", "env")
+assert list(METRICS) == [f for fields in METRIC_GROUPS.values() for f in fields]
 
 
 def _show(value: Any) -> str:

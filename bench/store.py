@@ -29,14 +29,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from .atomic import write_atomic
 from .records import MAX_RECORD_BYTES, STORE_REQUIRED, record_problem
 
 __all__ = ["ResultStore", "cell_key"]
 
 log = logging.getLogger(__name__)
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 STALE_TEMP_S = 6 * 3600  # a temp file this old from another host is a dead writer's leftover
 
 
@@ -96,19 +95,9 @@ class ResultStore:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ValueError(f"cannot create results store {self.root}: {e.strerror}; pass store=DIR") from None
-        path = self._path(record["key"])
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=self._temp_prefix(), suffix=".json")
-        try:
-            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a shared store wants the usual mode
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f, indent=1, sort_keys=True, default=str)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        blob = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
+        return write_atomic(self._path(record["key"]), lambda f: f.write(blob), prefix=self._temp_prefix(),
+                            suffix=".json")
 
     def records(self, required: Tuple[str, ...] = STORE_REQUIRED) -> Iterator[Dict[str, Any]]:
         """The valid records, by file name; `required`: the fields a record must have to count."""

@@ -28,7 +28,6 @@ memory becomes one line naming the batch, the device and the batch size to lower
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -42,19 +41,17 @@ from tqdm.auto import tqdm
 from backbones.hourglass import gather_frames
 
 from .checkpoint import read_checkpoint, save_checkpoint
+from .config import LOSSES, LR_SCHEDULES, OPTIMIZERS
 from .data.skeleton import NUM_JOINTS
 from .data.windows import WindowBank, train_windows
 from .devices import OutOfMemoryAsOneLine, is_out_of_memory, sync, torch_device
 from .evaluate import model_input
-from .losses import LOSSES, mixste_loss, mpjpe_loss
+from .losses import mixste_loss, mpjpe_loss
 from .metrics import flip_poses
+from .precision import autocast
 
-__all__ = ["TrainingDiverged", "train_model", "LR_SCHEDULES", "OPTIMIZERS", "PRECISIONS"]
+__all__ = ["TrainingDiverged", "train_model"]
 
-LR_SCHEDULES = ("cosine", "epoch")
-OPTIMIZERS = ("adamw", "adam")
-PRECISIONS = ("fp32", "bf16", "fp16")
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _lr_lambda(schedule: str, steps: int, warmup_steps: int, epoch_steps: int, lr_decay: float,
@@ -88,16 +85,7 @@ def _check_training_options(loss: str, optimizer: str, precision: str) -> None:
         raise ValueError(f"unknown train.loss {loss!r}; valid: {', '.join(LOSSES)}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown train.optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown train.precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-
-
-def _autocast(device: torch.device, precision: str):
-    """Autocast for a reduced-precision training forward; fp32 enters no autocast at all, so the fp32
-    path runs exactly the operations it always did."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
+    autocast("cpu", precision, "train.precision")  # its one-line error for an unknown name
 
 
 def _training_forward(model, seq2frame: bool, compile: bool):
@@ -262,7 +250,7 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
             oom.batch = step + 1
             t_step = time.perf_counter()
             x, y, batch_s = _timed_batch(bank, rng, batch_size, in_chans, flip_augment)
-            with _autocast(device, precision):
+            with autocast(device.type, precision, "train.precision"):
                 pred, stage_idx = forward(x)
                 if stage_idx:
                     y = gather_frames(y, stage_idx[-1])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import checkpoint as checkpoint_module
-from bench import cli
+from bench import cli, compose
 from bench.store import ResultStore, cell_key
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,7 +29,7 @@ class Payload:
 
 
 def _keys(store):
-    (cfg,) = cli._compose_all([*CELL, f"store={store}"], multirun=False)
+    (cfg,) = compose.compose_cells([*CELL, f"store={store}"], multirun=False)
     return cell_key(cfg.baseline_identity()), cell_key(cfg.cell_identity())
 
 

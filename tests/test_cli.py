@@ -71,7 +71,7 @@ def test_grid_and_report(tmp_path):
             "recoverer=interpolation,attention", "schedule=[[1,9]],[[1,18],[2,9]]",
             "metrics=[params,flops,speed,accuracy]", "train.steps=2", "train.batch_size=4", "train.progress=false",
             "speed.warmup=1", "speed.iters=1", "speed.repeats=2", f"store={store}"]
-    proc = vptbench(*args)
+    vptbench(*args)
     recs = [json.loads(p.read_text()) for p in store.glob("*.json")]
     # 1 baseline (its recoverer/schedule duplicates collapse) + 2 pruners x 2 recoverers x 2 schedules
     assert len(recs) == 9
@@ -102,12 +102,12 @@ def test_list_and_unknown_command():
 def test_fixed_override_pins_a_key_the_experiment_sweeps():
     """`-m experiment=X key=v` runs the experiment's grid at key=v only (hydra's BasicSweeper does the
     same), a sweep on the command line replaces the experiment's values, the rest stays swept."""
-    from bench.cli import _compose_all
+    from bench.compose import compose_cells as _compose_all
 
     cells = _compose_all(["experiment=finetune_vs_zeroshot", "schedule=[[1,9]]", "seed=1", "pruner=cluster"],
                          multirun=True)
     assert len(cells) == 3                                          # the three recoverers
-    assert {(c.pruner.name, str(c.schedule), c.seed) for c in cells} == {("cluster", "[[1, 9]]", 1)}
+    assert {(c.pruner.name, str(c.schedule.as_list()), c.seed) for c in cells} == {("cluster", "[[1, 9]]", 1)}
     assert sorted(c.recoverer.name for c in cells) == ["attention", "interpolation", "nearest"]
     swept = _compose_all(["experiment=finetune_vs_zeroshot", "seed=0,2", "pruner=uniform", "recoverer=nearest"],
                          multirun=True)

@@ -12,7 +12,7 @@ def make(**kw):
 def test_baseline_collapses_recoverer_and_schedule():
     a = make(pruner=PrunerCfg("none"), recoverer=RecovererCfg("attention"), schedule=[[3, 81]])
     b = make(pruner=PrunerCfg("none"), recoverer=RecovererCfg("interpolation"), schedule=[])
-    assert a.schedule == [] and a.recoverer.name == "none"
+    assert a.schedule == () and a.recoverer.name == "none"
     assert a.cell_identity() == b.cell_identity()
 
 
@@ -58,11 +58,14 @@ def test_seq2frame_drops_recoverer():
     (dict(name="synthetic", noise_px=2.0), "only for dataset 'realmocap'"),
 ])
 def test_data_config_checked_before_compute_when_accuracy_is_asked(data, needle):
+    """The schema takes any data config; the grid's preflight checks the ones accuracy cells will load."""
     from bench.config import DataCfg
+    from bench.grid import Grid
 
+    cell = make(data=DataCfg(**data), metrics=["accuracy"], store="/tmp/unused-store")
     with pytest.raises(ValueError, match=re.escape(needle)):
-        make(data=DataCfg(**data), metrics=["accuracy"])
-    make(data=DataCfg(**data), metrics=["params", "flops"])  # FLOPs need no data files
+        Grid([cell]).check_data()
+    Grid([make(data=DataCfg(**data), metrics=["params", "flops"])]).check_data()  # FLOPs need no data files
 
 
 def test_finetune_steps_only_in_finetune_cells_and_not_in_the_baseline():

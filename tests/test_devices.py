@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from bench import cli, devices
+from bench import cli, compose, devices
 from bench.config import BackboneCfg, Config
 from bench.report import write_report
 from bench.store import ResultStore
@@ -75,7 +75,7 @@ def test_more_parallel_cells_than_gpus_is_one_line(tmp_path, capsys, monkeypatch
     (["hydra/launcher=submitit_slurm"], "device=cpu"),  # no GPU asked of SLURM: the job has none
 ])
 def test_auto_is_resolved_once_for_the_grid_and_its_jobs(overrides, pinned):
-    out = cli._pin_device(overrides)
+    out = compose.pin_device(overrides)
     assert [o for o in out if o.startswith("device=")] == [pinned]
 
 

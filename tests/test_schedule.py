@@ -97,3 +97,24 @@ def test_parse_errors_name_the_stage(value, stage, words):
 ])
 def test_frames_per_layer(value, depth, frames, expected):
     assert parse_schedule(value).validate(depth, frames).frames_per_layer(depth, frames) == expected
+
+
+def test_a_cells_schedule_is_validated_once(tmp_path, monkeypatch):
+    """The config validates a cell's schedule; the builders it passes through (check_hourglass,
+    build_hourglass, Hourglass) and the run reuse that check instead of repeating it."""
+    from backbones.hourglass.schedule import Schedule
+    from bench import cli
+
+    checks = []
+    real = Schedule._check
+
+    def counting(self, depth, frames):
+        checks.append(self.as_list())
+        return real(self, depth, frames)
+
+    monkeypatch.setattr(Schedule, "_check", counting)
+    schedules = ["[[1,9]]", "[[1,18],[2,9]]", "[[2,9]]"]
+    rc = cli.main(["run", "-m", "preset=tiny", "pruner=cluster", "recoverer=attention", f"schedule={','.join(schedules)}",
+                   "metrics=[params,flops]", f"store={tmp_path}"])
+    assert rc == 0
+    assert sorted(map(str, checks)) == sorted(["[[1, 9]]", "[[1, 18], [2, 9]]", "[[2, 9]]"])

@@ -272,7 +272,7 @@ def test_epoch_budget_and_adam_amsgrad(data, tmp_path, monkeypatch):
                       lr_decay_large_every=5, epochs=20, batch_size=128, loss="mpjpe", stride=1)),
 ])
 def test_paper_recipes_compose(recipe, expect):
-    from bench.cli import _compose_all
+    from bench.compose import compose_cells as _compose_all
 
     (cfg,) = _compose_all([f"recipe={recipe}", "metrics=[accuracy]"], multirun=False)
     assert cfg.data.train_stride == expect.pop("stride")

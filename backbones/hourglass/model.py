@@ -13,19 +13,14 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..registry import backbone_config, backbone_pipelines, create
+from ..registry import PIPELINES, backbone_config, backbone_pipelines, create
 from .pruning import PRUNERS, PruneContext
 from .recovery import RECOVERERS
 from .schedule import Schedule, parse_schedule
+from .tokens import gather_frames
 
-__all__ = ["Hourglass", "build_hourglass", "check_hourglass", "create_hourglass", "gather_frames", "PIPELINES"]
+__all__ = ["Hourglass", "build_hourglass", "check_hourglass", "create_hourglass", "PIPELINES"]
 
-PIPELINES = ("seq2seq", "seq2frame")
-
-
-def gather_frames(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x (B, n, ...) at positions idx (B, k) along dim 1."""
-    return x[torch.arange(x.shape[0], device=x.device)[:, None], idx]
 
 
 class Hourglass(nn.Module):

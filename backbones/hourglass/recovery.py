@@ -15,6 +15,7 @@ import torch.nn as nn
 
 from ..layers import CrossAttention
 from ..registry import Registry
+from .tokens import gather_frames
 
 __all__ = ["RECOVERERS", "AttentionRecoverer", "InterpolationRecoverer", "NearestRecoverer", "NoRecoverer"]
 
@@ -57,10 +58,6 @@ def _neighbours(idx: torch.Tensor, T: int):
     return left, right, w
 
 
-def _take(poses: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    return poses[torch.arange(poses.shape[0], device=poses.device)[:, None], pos]
-
-
 @RECOVERERS.register(name="interpolation")
 class InterpolationRecoverer(nn.Module):
     """TRI: linear interpolation of the 3D poses over time between the kept frames' global indices;
@@ -74,7 +71,7 @@ class InterpolationRecoverer(nn.Module):
     def recover(self, poses, idx, T):
         left, right, w = _neighbours(idx, T)
         w = w[..., None, None].to(poses.dtype)
-        return _take(poses, left) * (1 - w) + _take(poses, right) * w
+        return gather_frames(poses, left) * (1 - w) + gather_frames(poses, right) * w
 
 
 @RECOVERERS.register(name="nearest")
@@ -88,7 +85,7 @@ class NearestRecoverer(nn.Module):
 
     def recover(self, poses, idx, T):
         left, right, w = _neighbours(idx, T)
-        return _take(poses, torch.where(w > 0.5, right, left))
+        return gather_frames(poses, torch.where(w > 0.5, right, left))
 
 
 @RECOVERERS.register(name="none")

@@ -6,7 +6,7 @@ strictly decrease and never exceed the clip length.
 """
 from __future__ import annotations
 
-from typing import Iterable, List, NamedTuple, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 __all__ = ["Stage", "Schedule", "parse_schedule"]
 
@@ -17,9 +17,21 @@ class Stage(NamedTuple):
 
 
 class Schedule(Tuple[Stage, ...]):
-    """An immutable tuple of stages; build it with `parse_schedule`, check it with `validate`."""
+    """An immutable tuple of stages; build it with `parse_schedule`, check it with `validate`.
+
+    A schedule remembers the (depth, frames) it was validated for, so the config that checked it first
+    and every builder it then passes through (`check_hourglass`, `build_hourglass`, `Hourglass`) share
+    that one check instead of repeating it."""
+
+    checked_for: Optional[Tuple[int, int]] = None
 
     def validate(self, depth: int, frames: int) -> "Schedule":
+        if self.checked_for != (depth, frames):
+            self._check(depth, frames)
+            self.checked_for = (depth, frames)
+        return self
+
+    def _check(self, depth: int, frames: int) -> None:
         prev_layer, prev_tokens = 0, frames
         for n, (layer, tokens) in enumerate(self, start=1):
             where = f"schedule stage {n} [{layer}, {tokens}]"
@@ -33,7 +45,6 @@ class Schedule(Tuple[Stage, ...]):
             if n > 1 and tokens >= prev_tokens:
                 raise ValueError(f"{where}: tokens must strictly decrease (previous stage keeps {prev_tokens})")
             prev_layer, prev_tokens = layer, tokens
-        return self
 
     def frames_per_layer(self, depth: int, frames: int) -> List[int]:
         """Token count each of the `depth` layers sees (static, for frame-sized parameters)."""
@@ -51,7 +62,10 @@ class Schedule(Tuple[Stage, ...]):
 
 
 def parse_schedule(value: Iterable[Sequence[int]] | None) -> Schedule:
-    """Accept `[[3, 81]]`, `[(1, 121), (4, 61)]`, `None` or `[]`; structural errors name the stage."""
+    """Accept `[[3, 81]]`, `[(1, 121), (4, 61)]`, `None` or `[]`; structural errors name the stage. A
+    Schedule is returned as it is (with its validation)."""
+    if isinstance(value, Schedule):
+        return value
     stages = []
     for n, item in enumerate(value or [], start=1):
         item = list(item) if isinstance(item, (list, tuple)) or hasattr(item, "__iter__") else item

@@ -1,7 +1,6 @@
 """Loading datasets as lists of `Sequence`, and splitting them by whole sequences.
 
-Preprocessing is the one used by VideoPose3D and its successors (PoseFormer, MixSTE, MotionAGFormer, HoT): world 3D ->
-camera frame -> root-relative with joint 0 set to 0; pixel 2D -> `X / w * 2 - [1, h / w]`.
+Every source goes through one preprocessing path, `preprocess.sequences_from_motion`.
 
 Names: 'realmocap' (the committed files in bench/data/files, real climbing and DeepMimic mocap
 seen by 4 virtual Human3.6M cameras), 'synthetic' (generated, tests only) and 'h36m' (the user's
@@ -15,12 +14,10 @@ import math
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence as Seq, Tuple, Union
 
-import numpy as np
 
-from .camera import normalize_screen, world_to_camera
 from .h36m import load_h36m_motion
-from .skeleton import NUM_JOINTS
-from .structures import MotionSet, Sequence
+from .preprocess import sequences_from_motion
+from .structures import Sequence
 
 __all__ = [
     "DATASETS", "PATH_KEYS", "check_data", "DEFAULT_SPLITS", "H36M_SPLIT", "sequences_from_motion", "load_dataset",
@@ -48,54 +45,6 @@ H36M_SPLIT = {"by": "subject", "train": ("S1", "S5", "S6", "S7", "S8"), "test": 
 PathsArg = Union[str, Path, Seq[Union[str, Path]]]
 
 
-def _check_finite(arr: np.ndarray, where: str, what: str) -> None:
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{where}: {what} contain NaN or inf values; clean or drop this action from the file")
-
-
-def sequences_from_motion(motion: MotionSet, cameras: Optional[Seq[int]] = None) -> List[Sequence]:
-    """Validate a MotionSet and convert every (subject, action, camera) into a `Sequence`.
-
-    Args:
-        motion: world-frame 3D, per-camera pixel 2D and cameras.
-        cameras: camera indices to keep (default: all cameras of each action).
-    """
-    out: List[Sequence] = []
-    prefix = f"{motion.source}: " if motion.source else ""  # errors name the files to fix
-    for subject, actions in motion.positions_3d.items():
-        for action, world in actions.items():
-            where = f"{prefix}subject '{subject}' action '{action}'"
-            world = np.asarray(world)
-            if world.ndim != 3 or world.shape[1:] != (NUM_JOINTS, 3) or len(world) == 0:
-                raise ValueError(f"{where}: 3D positions have shape {world.shape}, expected (T>0, 17, 3) "
-                                 "(32-joint Human3.6M arrays are reduced automatically)")
-            _check_finite(world, where, "3D positions")
-            views = motion.positions_2d.get(subject, {}).get(action)
-            cams = motion.cameras.get(subject, {}).get(action)
-            if views is None or cams is None:
-                raise ValueError(f"{where}: missing {'2D keypoints' if views is None else 'cameras'}; "
-                                 "the 2D file and cameras must cover every action of the 3D file")
-            if len(views) != len(cams):
-                raise ValueError(f"{where}: {len(views)} 2D views but {len(cams)} cameras; they must match one-to-one")
-            wanted = range(len(cams)) if cameras is None else cameras
-            for c in wanted:
-                if not 0 <= c < len(cams):
-                    raise ValueError(f"{where}: camera index {c} out of range; choose from 0..{len(cams) - 1}")
-                kp = np.asarray(views[c])
-                if kp.ndim != 3 or kp.shape[1:] != (NUM_JOINTS, 2) or len(kp) < len(world):
-                    raise ValueError(f"{where} camera {c}: 2D keypoints have shape {kp.shape}, expected "
-                                     f"(T2, 17, 2) with T2 >= {len(world)} (the 3D length)")
-                kp = kp[:len(world)]  # 2D tracks may be longer than the mocap; VideoPose3D truncates
-                _check_finite(kp, f"{where} camera {c}", "2D keypoints")
-                cam = cams[c]
-                X = world_to_camera(world, cam["orientation"], cam["translation_m"])  # (T, 17, 3)
-                pos3d = X - X[:, :1]                                                   # root-relative, root = 0
-                pos2d = normalize_screen(kp.astype(np.float64), cam["res_w"], cam["res_h"])
-                out.append(Sequence(subject, action, int(c), pos2d.astype(np.float32),
-                                    pos3d.astype(np.float32), float(motion.fps)))
-    return out
-
-
 def _paths_from_mapping(paths: Optional[Mapping]) -> List:
     """[path_3d, path_2d(, cameras)] from a data config's `paths: {3d: ..., 2d: ..., cameras: ...}`."""
     if not paths or not isinstance(paths, Mapping):
@@ -112,7 +61,7 @@ def _paths_from_mapping(paths: Optional[Mapping]) -> List:
 
 def check_data(name: str, paths: Optional[Mapping] = None, noise_px: float = 0.0) -> None:
     """Validate a data config without loading it (one-line ValueErrors, before any compute)."""
-    from .h36m import H36M_HOW_TO_GET, _require_file
+    from .h36m import H36M_HOW_TO_GET, require_file
 
     if name not in DATASETS:
         raise ValueError(f"unknown dataset '{name}'; choose one of {list(DATASETS)}")
@@ -122,7 +71,7 @@ def check_data(name: str, paths: Optional[Mapping] = None, noise_px: float = 0.0
         raise ValueError(f"noise_px={noise_px} must be a finite number >= 0 (pixels of 2D jitter; 0 = off)")
     if name == "h36m":
         for path in _paths_from_mapping(paths):
-            _require_file(path, H36M_HOW_TO_GET)
+            require_file(path, H36M_HOW_TO_GET)
     elif paths:
         raise ValueError(f"paths is only for dataset 'h36m', not {name!r}; drop it or set data=h36m")
 

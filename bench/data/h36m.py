@@ -12,7 +12,7 @@ subject and action at fault.
 
 Human3.6M files (`data_3d_h36m.npz`, `data_2d_h36m_gt.npz`, `data_2d_h36m_cpn_ft_h36m_dbb.npz`) are
 not redistributable; build them as VideoPose3D's DATASETS.md describes (H36M_HOW_TO_GET). Loading
-reduces 32 -> 17 joints; `dataset.sequences_from_motion` then truncates 2D to the 3D length,
+reduces 32 -> 17 joints; `preprocess.sequences_from_motion` then truncates 2D to the 3D length,
 moves 3D into each camera frame and normalises 2D. `action_class` maps file action names
 ('Walking 1', 'WalkDog', 'TakingPhoto') to the 15 protocol actions for per-action means.
 """
@@ -32,7 +32,7 @@ from .structures import MotionSet
 __all__ = [
     "read_positions_3d", "read_positions_2d", "read_metadata", "write_positions_3d", "write_positions_2d",
     "read_cameras_json", "write_cameras_json", "h36m_cameras", "load_h36m_motion", "H36M_2D_METADATA",
-    "H36M_ACTIONS", "H36M_HOW_TO_GET", "action_class",
+    "H36M_ACTIONS", "H36M_HOW_TO_GET", "action_class", "require_file",
 ]
 
 H36M_2D_METADATA = {"layout_name": "h36m", "num_joints": NUM_JOINTS, "keypoints_symmetry": KEYPOINTS_SYMMETRY}
@@ -64,7 +64,7 @@ def action_class(name: str) -> str:
     return _ACTION_ALIASES.get(head, head)
 
 
-def _require_file(path, how_to_create: str) -> Path:
+def require_file(path, how_to_create: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"data file {path} not found; {how_to_create}")
@@ -121,7 +121,7 @@ def _check_2d(path: Path, data: Dict, how_to_create: str) -> None:
 
 def read_positions_3d(path, how_to_create: str = "pass the path of a VideoPose3D data_3d_*.npz") -> Dict:
     """subject -> action -> (T, J, 3) array, as stored (restricted unpickling, type-checked)."""
-    path = _require_file(path, how_to_create)
+    path = require_file(path, how_to_create)
     positions = read_npz_dict(path, "positions_3d", how_to_create)
     _check_3d(path, positions, how_to_create)
     return positions
@@ -129,7 +129,7 @@ def read_positions_3d(path, how_to_create: str = "pass the path of a VideoPose3D
 
 def read_positions_2d(path, how_to_create: str = "pass the path of a VideoPose3D data_2d_*.npz") -> Dict:
     """subject -> action -> [per-camera (T, 17, 2) array]; the file's `metadata` is not read."""
-    path = _require_file(path, how_to_create)
+    path = require_file(path, how_to_create)
     positions = read_npz_dict(path, "positions_2d", how_to_create)
     _check_2d(path, positions, how_to_create)
     return positions
@@ -140,7 +140,7 @@ def read_metadata(path, how_to_create: str = "pass the path of a VideoPose3D dat
 
     Separate from read_positions_2d because loading never needs it: a key nobody reads cannot hurt.
     """
-    return read_npz_dict(_require_file(path, how_to_create), "metadata", how_to_create)
+    return read_npz_dict(require_file(path, how_to_create), "metadata", how_to_create)
 
 
 def write_positions_3d(path, positions_3d: Dict) -> None:
@@ -154,7 +154,7 @@ def write_positions_2d(path, positions_2d: Dict, metadata: Optional[Dict] = None
 
 def read_cameras_json(path, how_to_create: str) -> Dict[str, Dict[str, List[dict]]]:
     """subject -> action -> [camera dict] from a cameras JSON file."""
-    path = _require_file(path, how_to_create)
+    path = require_file(path, how_to_create)
     data = json.loads(path.read_text())
     if "cameras" not in data:
         raise ValueError(f"{path} has no 'cameras' entry; regenerate it with `python -m bench.data.realmocap prepare`")

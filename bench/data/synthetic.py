@@ -13,7 +13,7 @@ from typing import List
 import numpy as np
 
 from .camera import STUDIO_AZIMUTHS_DEG, STUDIO_DISTANCE_M, STUDIO_HEIGHT_M, project_world, ring_cameras
-from .dataset import sequences_from_motion
+from .preprocess import sequences_from_motion
 from .skeleton import KEYPOINTS_SYMMETRY, NUM_JOINTS, PARENTS
 from .structures import MotionSet, Sequence
 

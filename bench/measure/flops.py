@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Tuple, Union
+from typing import Any, Dict, Iterator, List, Tuple
 
 import torch
 import torch.nn as nn
 
 from ._fvcore import FlopCountAnalysis, conv_flop_jit, linear_flop_jit
 from .handles import CHEAP_OPS, EXTRA_HANDLES
+from .inputs import Inputs, as_inputs
 
 __all__ = ["FlopReport", "count_params", "count_flops", "paper_gflops_by_op_set", "paper_gflops_by_module",
            "flop_counter_mode_gflops", "PAPER_HANDLES"]
@@ -37,7 +38,6 @@ PAPER_HANDLES = {"aten::linear": linear_flop_jit, "aten::_convolution": conv_flo
 _PAPER_ROWS = ("linear", "conv")  # conv_flop_jit renames `_convolution` to `conv`
 _PAPER_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-Inputs = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
 
 @dataclass
@@ -95,7 +95,7 @@ def flop_counter_mode_gflops(model: nn.Module, inputs: Inputs) -> float:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    inputs = _as_tuple(inputs)
+    inputs = as_inputs(inputs)
     with _eval(model), _frozen(model), torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         with FlopCounterMode(display=False) as counter:
             model(*inputs)
@@ -128,15 +128,11 @@ def _tensors(out: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(value)
 
 
-def _as_tuple(inputs: Inputs) -> Tuple[torch.Tensor, ...]:
-    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
-
-
 def _analysis(wrapper: _TensorOutputs, inputs: Inputs) -> FlopCountAnalysis:
     """A FlopCountAnalysis of the wrapped model with fvcore's warnings off: per-op 'unsupported'
     warnings (we report those ops ourselves), uncalled modules (a pruned model skips some by design)
     and tracer warnings (data-dependent indexing in token pruning is expected)."""
-    fca = FlopCountAnalysis(wrapper, _as_tuple(inputs))
+    fca = FlopCountAnalysis(wrapper, as_inputs(inputs))
     return fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
 
 

@@ -19,23 +19,20 @@ import os
 import statistics
 import threading
 import time
-from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
 from ..devices import is_out_of_memory
+from ..precision import autocast
+from ..records import METRIC_GROUPS
+from .inputs import as_inputs
 
-__all__ = ["measure_speed", "measure_speed_sweep", "SPEED_FIELDS", "PRECISIONS"]
+__all__ = ["measure_speed", "measure_speed_sweep", "SPEED_FIELDS"]
 
 # the metric columns of a row; a failed row has them all, set to None
-SPEED_FIELDS = ("clips_per_s", "frames_per_s", "latency_ms", "speed_cv", "peak_mem_mb")
-
-# precision -> autocast dtype; 'fp32' runs as built. bf16 autocast keeps weights in fp32 and runs the
-# matmuls in bfloat16 (on a CPU with AVX512-BF16 or AMX, about 2.5x the fp32 throughput; outputs move
-# by ~1e-2 relative, so accuracy and parity checks stay fp32)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+SPEED_FIELDS = METRIC_GROUPS["speed"]
 
 
 
@@ -65,8 +62,7 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
     if bad:
         raise ValueError(f"measure_speed needs batch_size, iters, repeats, threads >= 1 and warmup >= 0; "
                          f"got {', '.join(bad)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    autocast(torch.device(device).type, precision)  # an unknown name fails here, before any work
     cuda = torch.device(device).type == "cuda"
     old_threads, modes = torch.get_num_threads(), {m: m.training for m in model.modules()}
     old_benchmark = torch.backends.cudnn.benchmark
@@ -76,12 +72,10 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
     try:
         model.eval().to(device)
         torch.backends.cudnn.benchmark = cuda  # cuDNN picks its fastest kernels during the warm-up
-        inputs = _as_tuple(make_input(batch_size))
+        inputs = as_inputs(make_input(batch_size))
         inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
-        amp = PRECISIONS[precision]
-        autocast = torch.autocast(torch.device(device).type, dtype=amp) if amp is not None else nullcontext()
         run = _compile(model) if compile else model
-        with autocast:
+        with autocast(torch.device(device).type, precision):
             if compile:
                 compile_s = _first_forward_s(run, inputs, cuda)
             secs, peak_mb = _timed_repeats(run, inputs, warmup, iters, repeats, cuda)
@@ -163,10 +157,6 @@ def _timed_repeats(model: nn.Module, inputs: tuple, warmup: int, iters: int, rep
 def _sync(cuda: bool) -> None:
     if cuda:
         torch.cuda.synchronize()
-
-
-def _as_tuple(inputs) -> tuple:
-    return (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
 
 
 class _RssPeak:
