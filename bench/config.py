@@ -84,7 +84,7 @@ NEUTRAL_SPEED_OPTIONS = {"compile": False}
 @dataclass
 class TrainCfg:
     # defaults suit the tiny presets on a CPU: small batches and a warmed-up 2e-3 learn fastest per
-    # CPU second there (measured; paper presets on a GPU want the reference recipes instead)
+    # CPU second there (measured; paper presets on a GPU want the paper recipes, recipe=mixste|mhformer)
     steps: int = 640                  # optimiser steps (the budget every cell gets)
     epochs: float = 0.0               # > 0: the budget in epochs (passes over the windows) instead of steps
     finetune_steps: int = 0           # steps of a mode=finetune cell after its baseline; 0 = `steps`
@@ -97,7 +97,7 @@ class TrainCfg:
     threads: int = 0                  # torch threads while training; 0 = leave as is
     progress: bool = True             # tqdm bar on stderr
     flip_augment: bool = True         # mirror half the training clips (official HoT code: data_augmentation=1)
-    # mixste (weighted MPJPE + temporal consistency + velocity, the reference's objective) | mpjpe;
+    # mixste (weighted MPJPE + temporal consistency + velocity, MixSTE's objective, bench.losses) | mpjpe;
     # measured on the embedded mocap, tiny MixSTE, 1600 steps, 3 seeds: 102.9 +- 0.4 vs 106.6 +- 7.5 mm
     loss: str = "mixste"
     tc_weight: float = 0.5            # mixste: temporal-consistency coefficient (HoT main_mixste*.py)

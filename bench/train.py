@@ -2,7 +2,7 @@
 
 Training: AdamW (or Adam, optionally amsgrad, as the MHFormer recipe); loss `mixste` or `mpjpe`
 (`bench.losses`); learning rate either linear
-warm-up then cosine decay over the step budget (`cosine`), or the reference's per-epoch decay (`epoch`:
+warm-up then cosine decay over the step budget (`cosine`), or the official HoT code's per-epoch decay (`epoch`:
 after the same warm-up, lr x `lr_decay` after each epoch, except that every `lr_decay_large_every`-th
 epoch multiplies by `lr_decay_large` instead, as MHFormer's recipe does). An epoch is `epoch_steps`
 optimiser steps, or one pass over the training windows (windows / batch size) when that is 0; `epochs`

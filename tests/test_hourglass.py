@@ -228,7 +228,7 @@ def test_valid_combinations_pass_the_check():
     assert check_hourglass(4, T) == ()
 
 
-# --- parameter parity with the reference table (building only: forward at paper size is slow) ---
+# --- parameter parity with the published figures (counted on the official code) (building only: forward at paper size is slow) ---
 
 @pytest.fixture(scope="module")
 def paper_mixste():
