@@ -5,41 +5,13 @@ projection split [q | k | v] head-major, scale d**-0.5, softmax, heads concatena
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Linear", "Attention", "CrossAttention", "Mlp", "DropPath", "Block", "PoseBackbone", "attend"]
-
-
-def _onednn_linear_available() -> bool:
-    return os.environ.get("VPTBENCH_ONEDNN_LINEAR", "1") != "0" and torch.backends.mkldnn.is_available() and \
-        hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-ONEDNN_LINEAR = _onednn_linear_available()
-
-
-class Linear(nn.Linear):
-    """nn.Linear (same parameters, same state_dict) whose float32 CPU *inference* runs on oneDNN.
-
-    torch's CPU `F.linear` calls MKL's sgemm, which on this project's AMD EPYC reaches ~200 GFLOP/s
-    on 2 threads against oneDNN's ~430 GFLOP/s for the same (4131 x 512) x (512 x 1024) product
-    (torch 2.13; whole backbones 1.4-1.65x faster, outputs equal to ~1e-6). Only under
-    `torch.inference_mode()` (speed measurement, evaluation, serving), in float32, without autocast
-    and outside tracing: training, autograd, FLOP counting and GPUs keep `F.linear`.
-    `VPTBENCH_ONEDNN_LINEAR=0` turns it off.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32
-                and torch.is_inference_mode_enabled() and not torch.is_autocast_enabled("cpu")
-                and not torch.jit.is_tracing()):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
+__all__ = ["Attention", "CrossAttention", "Mlp", "DropPath", "Block", "PoseBackbone", "attend"]
 
 
 CPU_EXPLICIT_MAX_KEYS = 32  # up to this many keys, explicit softmax(q k^T) v beats fused SDPA on a CPU
@@ -76,8 +48,8 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}; pick a divisor")
         self.num_heads = num_heads
-        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = Linear(dim, dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, need_weights: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -102,10 +74,10 @@ class CrossAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"attention dim {dim} is not divisible by num_heads {num_heads}; pick a divisor")
         self.num_heads = num_heads
-        self.linear_q = Linear(dim, dim, bias=qkv_bias)
-        self.linear_k = Linear(dim, dim, bias=qkv_bias)
-        self.linear_v = Linear(dim, dim, bias=qkv_bias)
-        self.proj = Linear(dim, dim)
+        self.linear_q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.linear_k = nn.Linear(dim, dim, bias=qkv_bias)
+        self.linear_v = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,9 +95,9 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int, out_dim: Optional[int] = None, drop: float = 0.0):
         super().__init__()
-        self.fc1 = Linear(dim, hidden)
+        self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = Linear(hidden, out_dim or dim)
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

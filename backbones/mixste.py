@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .layers import Linear, Block, PoseBackbone
+from .layers import Block, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["MixSTE", "MixSTEConfig"]
@@ -48,7 +48,7 @@ class MixSTE(PoseBackbone):
         C = cfg.embed_dim
         self._set_dims(cfg, C)
 
-        self.Spatial_patch_to_embedding = Linear(cfg.in_chans, C)
+        self.Spatial_patch_to_embedding = nn.Linear(cfg.in_chans, C)
         self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, cfg.num_joints, C))
         self.Temporal_pos_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, C))
         # the same stochastic-depth rate for STE i and TTE i, as in the official code
@@ -58,7 +58,7 @@ class MixSTE(PoseBackbone):
         self.TTEblocks = nn.ModuleList(Block(C, drop_path=dpr[i], **blk) for i in range(cfg.depth))
         self.Spatial_norm = nn.LayerNorm(C, eps=cfg.norm_eps)
         self.Temporal_norm = nn.LayerNorm(C, eps=cfg.norm_eps)
-        self.head = nn.Sequential(nn.LayerNorm(C), Linear(C, 3))
+        self.head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, 3))
 
     # --- hourglass contract (PoseBackbone); final_norm is the identity: Temporal_norm ends every layer
     def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:

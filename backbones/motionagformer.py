@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .layers import Linear, Attention, DropPath, Mlp, PoseBackbone
+from .layers import Attention, DropPath, Mlp, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["MotionAGFormer", "MotionAGFormerConfig", "SPATIAL_NEIGHBOURS"]
@@ -67,7 +67,7 @@ class GCN(nn.Module):
     def __init__(self, dim: int, num_nodes: int, mode: str, neighbour_num: int = 4, num_joints: int = 17):
         super().__init__()
         self.mode, self.neighbour_num = mode, neighbour_num
-        self.U, self.V = Linear(dim, dim), Linear(dim, dim)
+        self.U, self.V = nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.batch_norm = nn.BatchNorm1d(num_nodes)
         for lin in (self.U, self.V):
             nn.init.normal_(lin.weight, 0, (2.0 / dim) ** 0.5)
@@ -139,7 +139,7 @@ class MotionAGFormerBlock(nn.Module):
         self.att_temporal = AGFormerBlock(C, AxisAttention(C, cfg.num_heads, cfg.qkv_bias, "temporal"), **blk)
         self.graph_spatial = AGFormerBlock(C, GCN(C, cfg.num_joints, "spatial", num_joints=cfg.num_joints), **blk)
         self.graph_temporal = AGFormerBlock(C, GCN(C, frames, "temporal", cfg.neighbour_num), **blk)
-        self.fusion = Linear(2 * C, 2)
+        self.fusion = nn.Linear(2 * C, 2)
         nn.init.zeros_(self.fusion.weight)
         nn.init.constant_(self.fusion.bias, 0.5)
 
@@ -159,15 +159,15 @@ class MotionAGFormer(PoseBackbone):
         self.frames_per_layer = tuple(frames)
         C = cfg.embed_dim
         self._set_dims(cfg, C)
-        self.joints_embed = Linear(cfg.in_chans, C)
+        self.joints_embed = nn.Linear(cfg.in_chans, C)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_joints, C))
         dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
         self.layers = nn.ModuleList(MotionAGFormerBlock(cfg, frames[i], dpr[i]) for i in range(cfg.depth))
         self.norm = nn.LayerNorm(C, eps=cfg.norm_eps)
         self.rep_logit = nn.Sequential()
-        self.rep_logit.add_module("fc", Linear(C, cfg.dim_rep))
+        self.rep_logit.add_module("fc", nn.Linear(C, cfg.dim_rep))
         self.rep_logit.add_module("act", nn.Tanh())
-        self.head = Linear(cfg.dim_rep, 3)
+        self.head = nn.Linear(cfg.dim_rep, 3)
 
     def embed_tokens(self, x):
         return self.joints_embed(x) + self.pos_embed

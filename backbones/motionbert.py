@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .layers import Linear, Attention, DropPath, Mlp, PoseBackbone
+from .layers import Attention, DropPath, Mlp, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["MotionBERT", "MotionBERTConfig"]
@@ -86,19 +86,19 @@ class MotionBERT(PoseBackbone):
         super().__init__()
         C = cfg.embed_dim
         self._set_dims(cfg, C)
-        self.joints_embed = Linear(cfg.in_chans, C)
+        self.joints_embed = nn.Linear(cfg.in_chans, C)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_joints, C))
         self.temp_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, 1, C))
         dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
         blk = dict(num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, norm_eps=cfg.norm_eps)
         self.blocks_st = nn.ModuleList(DSTBlock(C, drop_path=dpr[i], order="st", **blk) for i in range(cfg.depth))
         self.blocks_ts = nn.ModuleList(DSTBlock(C, drop_path=dpr[i], order="ts", **blk) for i in range(cfg.depth))
-        self.ts_attn = nn.ModuleList(Linear(2 * C, 2) for _ in range(cfg.depth))
+        self.ts_attn = nn.ModuleList(nn.Linear(2 * C, 2) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(C, eps=cfg.norm_eps)
         self.pre_logits = nn.Sequential()
-        self.pre_logits.add_module("fc", Linear(C, cfg.dim_rep))
+        self.pre_logits.add_module("fc", nn.Linear(C, cfg.dim_rep))
         self.pre_logits.add_module("act", nn.Tanh())
-        self.head = Linear(cfg.dim_rep, 3)
+        self.head = nn.Linear(cfg.dim_rep, 3)
         self._init_weights()
 
     def _init_weights(self):

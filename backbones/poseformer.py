@@ -18,7 +18,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .layers import Linear, Block, PoseBackbone
+from .layers import Block, PoseBackbone
 from .registry import register_backbone, resolve_config
 
 __all__ = ["PoseFormer", "PoseFormerConfig"]
@@ -56,7 +56,7 @@ class PoseFormer(PoseBackbone):
         self.frames_per_layer = tuple(frames)
         Cs, Ct = cfg.spatial_dim, cfg.spatial_dim * cfg.num_joints
         self._set_dims(cfg, Ct)
-        self.Spatial_patch_to_embedding = Linear(cfg.in_chans, Cs)
+        self.Spatial_patch_to_embedding = nn.Linear(cfg.in_chans, Cs)
         self.Spatial_pos_embed = nn.Parameter(torch.zeros(1, cfg.num_joints, Cs))
         self.Temporal_pos_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, Ct))
         blk = dict(mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias)
@@ -67,7 +67,7 @@ class PoseFormer(PoseBackbone):
         self.Spatial_norm = nn.LayerNorm(Cs, eps=1e-6)
         self.Temporal_norm = nn.LayerNorm(Ct, eps=1e-6)
         self.weighted_mean = nn.Conv1d(self.frames_per_layer[-1], 1, kernel_size=1)
-        self.head = nn.Sequential(nn.LayerNorm(Ct), Linear(Ct, cfg.num_joints * 3))
+        self.head = nn.Sequential(nn.LayerNorm(Ct), nn.Linear(Ct, cfg.num_joints * 3))
 
     def embed_tokens(self, x):
         """(B, T, J, 2) -> spatial transformer per frame -> frame tokens (B, T, J*Cs)."""

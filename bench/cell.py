@@ -202,7 +202,7 @@ def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device
     try:
         row = measure_speed(model, make, batch_size=s.batch_size, frames_out_per_clip=model.frames_out,
                             threads=s.threads, warmup=s.warmup, iters=s.iters, repeats=s.repeats,
-                            precision=s.precision, device=str(device), compile=s.compile)
+                            precision=s.precision, device=str(device), compile=s.compile, batch1_latency=True)
     except Exception as e:  # noqa: BLE001 - only out-of-memory is a skip; anything else fails the cell
         if not is_out_of_memory(e):
             raise
@@ -213,7 +213,8 @@ def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device
         return
     record.pop("speed_skipped", None)
     record.update({k: row[k] for k in METRIC_FIELDS["speed"]})
-    record.update(speed_threads=row.get("threads", s.threads), speed_compile_s=row.get("compile_s"))
+    record.update(speed_threads=row.get("threads", s.threads), speed_compile_s=row.get("compile_s"),
+                  speed_path=row["speed_path"])
 
 
 def _free_device_memory() -> None:

@@ -1,5 +1,6 @@
-"""Reduced precision: the autocast of a precision name (`bench.config.PRECISIONS`), shared by training
-and timing so that both read a name the same way and reject a bad one in the same words."""
+"""Precision names (`bench.config.PRECISIONS`) as torch dtypes and autocast, shared by training (autocast)
+and timing (a model copy in that dtype) so that both read a name the same way and reject a bad one in
+the same words."""
 from __future__ import annotations
 
 import contextlib
@@ -8,9 +9,16 @@ import torch
 
 from .config import PRECISIONS
 
-__all__ = ["autocast"]
+__all__ = ["autocast", "dtype_of", "DTYPES"]
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def dtype_of(precision: str, setting: str = "precision") -> torch.dtype:
+    """The torch dtype of a precision name; an unknown name is one line naming `setting`'s valid values."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown {setting} {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return DTYPES[precision]
 
 
 def autocast(device_type: str, precision: str, setting: str = "precision"):
@@ -18,8 +26,5 @@ def autocast(device_type: str, precision: str, setting: str = "precision"):
     / fp16 autocast keeps the weights in fp32 and runs matmuls in the reduced type (on a CPU with
     AVX512-BF16 or AMX, bf16 is about 2.5x the fp32 throughput; outputs move by ~1e-2 relative).
     `setting` names the option in the error, e.g. train.precision."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown {setting} {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=DTYPES[precision])
+    dtype = dtype_of(precision, setting)
+    return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device_type, dtype=dtype)

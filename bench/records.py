@@ -32,21 +32,25 @@ STORE_REQUIRED = ("key", "status")
 REQUIRED = ("key", "status", "backbone", "preset", "pipeline", "pruner", "recoverer", "data", "frames", "seed",
             "schedule")
 STRINGS = ("backbone", "preset", "pipeline", "pruner", "recoverer", "data", "mode", "device", "data_label",
-           "experiment", "error", "speed_skipped")
+           "experiment", "error", "speed_skipped", "speed_path")
 INTS = {"frames": 1, "depth": 1, "seed": 0, "speed_batch": 1}  # field -> lowest allowed value
 # The fields each metric of `metrics=[...]` writes: the one list the config (valid names), the cell (what
 # to measure and merge), the timer, the grid (what makes a record complete) and the reports read.
 METRIC_GROUPS: Dict[str, Tuple[str, ...]] = {
     "params": ("params_m",),
     "flops": ("gflops", "gflops_total"),
-    "speed": ("clips_per_s", "frames_per_s", "latency_ms", "peak_mem_mb", "speed_cv"),
+    # floor_s: the forward's Linear/Conv calls alone (bench.measure.floor); hw_efficiency = floor_s / the
+    # forward's seconds; latency_b1_ms: one clip's latency, whatever batch the throughput was timed at
+    "speed": ("clips_per_s", "frames_per_s", "latency_ms", "peak_mem_mb", "speed_cv", "floor_s", "hw_efficiency",
+              "latency_b1_ms"),
     "accuracy": ("mpjpe_mm", "p_mpjpe_mm", "mpjve_mm"),
 }
 # metric -> (bound, whether the bound itself is allowed): counts and errors may be 0, rates and times not
 METRICS: Dict[str, Tuple[float, bool]] = {
     "params_m": (0.0, True), "gflops": (0.0, True), "gflops_total": (0.0, True),
     "clips_per_s": (0.0, False), "frames_per_s": (0.0, False), "latency_ms": (0.0, False),
-    "peak_mem_mb": (0.0, True), "speed_cv": (0.0, True),
+    "peak_mem_mb": (0.0, True), "speed_cv": (0.0, True), "floor_s": (0.0, False), "hw_efficiency": (0.0, False),
+    "latency_b1_ms": (0.0, False),
     "mpjpe_mm": (0.0, True), "p_mpjpe_mm": (0.0, True), "mpjve_mm": (0.0, True),
 }
 DICTS = ("config", "env")

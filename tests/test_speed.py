@@ -29,7 +29,7 @@ def test_row_fields_and_their_relations():
     row = measure_speed(nn.Linear(2, 3), _make, frames_out_per_clip=27, batch_size=4, threads=1,
                         warmup=1, iters=2, repeats=3)
     assert set(SPEED_FIELDS) | {"threads", "batch_size", "warmup", "iters", "repeats", "device", "precision",
-                                "compile", "compile_s"} == set(row)
+                                "compile", "compile_s", "speed_path"} == set(row)
     assert row["clips_per_s"] > 0 and row["latency_ms"] > 0 and row["speed_cv"] >= 0
     assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 27)
     assert row["clips_per_s"] == pytest.approx(4 / (row["latency_ms"] / 1e3))
@@ -42,29 +42,34 @@ def test_input_built_once_and_every_forward_in_inference_mode():
     measure_speed(model, lambda b: built.append(b) or _make(b), frames_out_per_clip=1, batch_size=2,
                   warmup=2, iters=3, repeats=4)
     assert built == [2]
-    assert model.calls == 2 + 3 * 4
+    assert model.calls == 1 + 2 + 3 * 4  # one untimed forward captures the Linear calls (path choice, floor)
     assert all(model.inference)
 
 
+SEEN_DTYPES = []
+
+
 class DtypeRecorder(nn.Module):
-    """Remembers the dtype its linear layer computed in."""
+    """Notes the dtype its linear layer computed in (in a module-level list: the timed copy writes there too)."""
 
     def __init__(self):
         super().__init__()
-        self.fc, self.dtypes = nn.Linear(2, 3), []
+        self.fc = nn.Linear(2, 3)
 
     def forward(self, x):
         y = self.fc(x)
-        self.dtypes.append(y.dtype)
+        SEEN_DTYPES.append(y.dtype)
         return y
 
 
 @pytest.mark.parametrize("precision,dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
-def test_precision_autocasts_every_forward(precision, dtype):
+def test_precision_runs_weights_and_activations_in_it(precision, dtype):
     model = DtypeRecorder()
-    row = measure_speed(model, _make, frames_out_per_clip=1, warmup=1, iters=1, repeats=2, precision=precision)
-    assert row["precision"] == precision and set(model.dtypes) == {dtype}
-    assert model.fc.weight.dtype == torch.float32  # autocast, not a cast of the weights
+    SEEN_DTYPES.clear()
+    row = measure_speed(model, _make, frames_out_per_clip=1, warmup=1, iters=1, repeats=2, precision=precision,
+                        floor=False)
+    assert row["precision"] == precision and SEEN_DTYPES[1:] == [dtype] * 3  # after the capture forward
+    assert model.fc.weight.dtype == torch.float32  # the timed model is a copy; the model is left as it was
 
 
 def test_unknown_precision_is_refused_before_timing():
@@ -142,3 +147,81 @@ def test_sweep_cpu_allocator_failure_is_out_of_memory_too():
 def test_sweep_does_not_swallow_other_errors():
     with pytest.raises(RuntimeError, match="mat1 and mat2"):
         measure_speed_sweep(nn.Linear(5, 3), _make, [1, 2], frames_out_per_clip=1, warmup=0, iters=1, repeats=1)
+
+
+# --- the timing path: kernel choices on a copy, the GEMM floor, deployment precision -------------------
+
+def _ops_run(fn):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key for e in prof.key_averages()}
+
+
+def test_onednn_linears_live_only_in_the_timing_copy(monkeypatch):
+    from backbones import create
+    from bench.measure import fastpath
+
+    if not fastpath.onednn_available():
+        pytest.skip("this torch build has no oneDNN linear")
+    monkeypatch.setattr(fastpath, "gemm_path", lambda calls, dtype=torch.float32: "onednn")  # as on an AMD EPYC
+    model = create("mixste", preset="tiny").eval()
+    x = torch.randn(2, 27, 17, 2)
+    run, inputs, label = fastpath.timing_model(model, (x,), "fp32", "cpu")
+    assert label == "fp32, oneDNN linear" and run is not model
+    assert all(type(m) is not fastpath.OneDNNLinear for m in model.modules())  # the model stays plain
+    with torch.inference_mode():
+        assert "mkldnn::_linear_pointwise" in _ops_run(lambda: run(*inputs))
+        assert torch.allclose(run(*inputs), model(x), atol=1e-5)
+
+
+def test_gemm_path_is_measured_not_assumed(monkeypatch):
+    from bench.measure import fastpath
+
+    calls = [("linear", torch.Size([256, 64]), torch.Size([128, 64]), True, {})]
+    times = iter([2.0, 1.0])  # aten, then oneDNN: oneDNN twice as fast here
+    monkeypatch.setattr(fastpath, "_best_of", lambda fn, repeats=5: next(times))
+    assert fastpath.gemm_path(calls) == ("onednn" if fastpath.onednn_available() else "aten")
+    times = iter([1.0, 0.99])  # within the margin: keep torch's default
+    assert fastpath.gemm_path(calls) == "aten"
+    assert fastpath.gemm_path(calls, torch.bfloat16) == "aten"  # only fp32 has the choice
+
+
+def test_bf16_times_a_bf16_copy_and_outputs_move_by_its_rounding():
+    from backbones import create
+    from bench.measure import fastpath
+
+    model = create("mixste", preset="tiny").eval()
+    x = torch.randn(2, 27, 17, 2)
+    run, (xb,), label = fastpath.timing_model(model, (x,), "bf16", "cpu")
+    assert label == "bf16 weights and activations" and xb.dtype == torch.bfloat16
+    assert {p.dtype for p in run.parameters()} == {torch.bfloat16} and {p.dtype for p in model.parameters()} == {torch.float32}
+    with torch.inference_mode():
+        ref, out = model(x), run(xb).float()
+    assert out.dtype == torch.float32 and ((out - ref).norm() / ref.norm()).item() < 5e-2
+
+
+def test_floor_counts_every_linear_call_and_efficiency_is_its_share(monkeypatch):
+    from bench.measure import fastpath, floor
+    from bench.measure.floor import gemm_floor_s
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(64, 64), nn.Linear(64, 8)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(self.a(x))))  # `a` runs twice
+
+    m = Two().eval()
+    calls = fastpath.linear_calls(m, (torch.randn(32, 64),))
+    assert [(c[1], c[2]) for c in calls] == [((32, 64), (64, 64))] * 2 + [((32, 64), (8, 64))]
+    assert gemm_floor_s(calls, torch.float32) > 0
+    monkeypatch.setattr(floor, "_median_s", lambda fn, repeats, sync: 1.0)  # count, not time: each call 1 s
+    assert gemm_floor_s(calls, torch.float32) == 3.0 and gemm_floor_s(calls[:1], torch.float32) == 1.0
+    monkeypatch.undo()
+    row = measure_speed(m, lambda b: (torch.randn(b, 64),), frames_out_per_clip=1, batch_size=32, threads=1,
+                        warmup=1, iters=2, repeats=3, batch1_latency=True)
+    assert row["floor_s"] > 0 and row["hw_efficiency"] == pytest.approx(row["floor_s"] / (row["latency_ms"] / 1e3))
+    assert row["latency_b1_ms"] > 0 and row["speed_path"].startswith("fp32")

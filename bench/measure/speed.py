@@ -25,8 +25,10 @@ import torch
 import torch.nn as nn
 
 from ..devices import is_out_of_memory
-from ..precision import autocast
+from ..precision import dtype_of
 from ..records import METRIC_GROUPS
+from .fastpath import linear_calls, timing_model
+from .floor import gemm_floor_s
 from .inputs import as_inputs
 
 __all__ = ["measure_speed", "measure_speed_sweep", "SPEED_FIELDS"]
@@ -39,7 +41,8 @@ SPEED_FIELDS = METRIC_GROUPS["speed"]
 def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tensor, ...]], *,
                   frames_out_per_clip: int, batch_size: int = 1, threads: Optional[int] = None,
                   warmup: int = 2, iters: int = 5, repeats: int = 5, device: str = "cpu",
-                  precision: str = "fp32", compile: bool = False) -> Dict:
+                  precision: str = "fp32", compile: bool = False, floor: bool = True,
+                  batch1_latency: bool = False) -> Dict:
     """Time `model(*make_input(batch_size))` and return one flat row (see the module docstring).
 
     Args:
@@ -49,36 +52,47 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
         threads: torch intra-op threads for the run; None keeps the current setting.
         warmup, iters, repeats: untimed forwards; forwards per timed repeat; timed repeats.
         device: 'cpu' or a CUDA device ('cuda', 'cuda:1').
-        precision: 'fp32', or 'bf16' / 'fp16' autocast around every forward.
+        precision: 'fp32', or 'bf16' / 'fp16': a copy of the model with weights and activations in that
+            dtype, as deployed (`fastpath.timing_model`, which also picks the CPU's faster fp32 GEMM path).
         compile: time `torch.compile(model)`; its first forward (the compilation) is timed apart as
             `compile_s` and never counted in the throughput; the warm-up forwards follow it.
+        floor: also time the forward's Linear/Conv calls alone (`floor.gemm_floor_s`).
+        batch1_latency: also time single-clip forwards (`latency_b1_ms`), when batch_size > 1.
 
     Returns: `clips_per_s` (batch x iters / median repeat seconds), `frames_per_s` (= clips_per_s x
     frames_out_per_clip), `latency_ms` (median time of one forward), `speed_cv` (stdev / mean of the
-    repeat times; 0.0 for a single repeat), `peak_mem_mb`, and the settings used.
+    repeat times; 0.0 for a single repeat), `peak_mem_mb`, `floor_s` and `hw_efficiency` (floor_s /
+    seconds per forward), `speed_path` (what was timed), `latency_b1_ms`, and the settings used.
     """
     counts = dict(batch_size=batch_size, iters=iters, repeats=repeats, threads=threads if threads is not None else 1)
     bad = [f"{k}={v}" for k, v in counts.items() if v < 1] + ([f"warmup={warmup}"] if warmup < 0 else [])
     if bad:
         raise ValueError(f"measure_speed needs batch_size, iters, repeats, threads >= 1 and warmup >= 0; "
                          f"got {', '.join(bad)}")
-    autocast(torch.device(device).type, precision)  # an unknown name fails here, before any work
+    dtype = dtype_of(precision)  # an unknown name fails here, before any work
     cuda = torch.device(device).type == "cuda"
     old_threads, modes = torch.get_num_threads(), {m: m.training for m in model.modules()}
     old_benchmark = torch.backends.cudnn.benchmark
     if threads is not None:
         torch.set_num_threads(threads)
-    compile_s = None
+    compile_s = floor_s = latency_b1 = None
     try:
         model.eval().to(device)
         torch.backends.cudnn.benchmark = cuda  # cuDNN picks its fastest kernels during the warm-up
         inputs = as_inputs(make_input(batch_size))
         inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
-        run = _compile(model) if compile else model
-        with autocast(torch.device(device).type, precision):
-            if compile:
-                compile_s = _first_forward_s(run, inputs, cuda)
-            secs, peak_mb = _timed_repeats(run, inputs, warmup, iters, repeats, cuda)
+        calls = linear_calls(model, inputs)  # one untimed forward: the GEMM path choice and the floor use it
+        run, inputs, path = timing_model(model, inputs, precision, device, calls)
+        if compile:
+            run = _compile(run)
+            path += ", torch.compile"
+            compile_s = _first_forward_s(run, inputs, cuda)
+        secs, peak_mb = _timed_repeats(run, inputs, warmup, iters, repeats, cuda)
+        if floor:
+            floor_s = gemm_floor_s(calls, dtype, device, repeats=max(3, repeats))
+        if batch1_latency and batch_size > 1:
+            one = tuple(x[:1] if isinstance(x, torch.Tensor) else x for x in inputs)
+            latency_b1 = statistics.median(_timed_repeats(run, one, max(1, warmup), iters, repeats, cuda)[0]) / iters
         used_threads = torch.get_num_threads()
     except Exception as e:
         e.add_note(f"while measuring the speed of {type(model).__name__} at batch_size={batch_size} on {device}")
@@ -90,8 +104,11 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
             m.training = training
     per_forward = statistics.median(secs) / iters
     clips_per_s = batch_size / per_forward
+    latency_b1 = per_forward if batch_size == 1 else latency_b1
     return {"clips_per_s": clips_per_s, "frames_per_s": clips_per_s * frames_out_per_clip,
-            "latency_ms": per_forward * 1e3,
+            "latency_ms": per_forward * 1e3, "floor_s": floor_s,
+            "hw_efficiency": floor_s / per_forward if floor_s else None, "speed_path": path,
+            "latency_b1_ms": latency_b1 * 1e3 if latency_b1 is not None else None,
             "speed_cv": statistics.stdev(secs) / statistics.mean(secs) if repeats > 1 else 0.0,
             "peak_mem_mb": peak_mb, "threads": used_threads, "batch_size": batch_size, "warmup": warmup,
             "iters": iters, "repeats": repeats, "device": device, "precision": precision, "compile": compile,

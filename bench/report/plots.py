@@ -154,9 +154,32 @@ def _speedup(t: pd.DataFrame, out: Path) -> List[Path]:
     return _save(fig, out, "speedup_vs_flops_ratio")
 
 
+def _efficiency(t: pd.DataFrame, out: Path) -> List[Path]:
+    """Realised speed-up against the FLOPs ratio, coloured by hardware efficiency (GEMM floor / forward):
+    a pruned cell far below y = x with low efficiency spends its time outside the products FLOPs count."""
+    if "hw eff." not in t or "speed-up" not in t:
+        return []
+    d = t[t["speed-up"].notna() & t["hw eff."].notna() & (t["pruner"] != "none")]
+    if d.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    pts = ax.scatter(d["FLOPs ratio"], d["speed-up"], c=d["hw eff."], cmap="viridis", vmin=0, vmax=1, s=60,
+                     edgecolors="black", linewidths=0.5)
+    fig.colorbar(pts, ax=ax, label="hardware efficiency (GEMM floor / forward)")
+    hi = max(d["FLOPs ratio"].max(), d["speed-up"].max()) * 1.08
+    lo = min(1.0, d["speed-up"].min()) * 0.95
+    ax.plot([lo, hi], [lo, hi], ls="--", color="0.4", lw=1)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("FLOPs ratio (baseline / pruned)")
+    ax.set_ylabel("measured speed-up (frames/s ratio)")
+    ax.set_title("Speed-up vs FLOPs saved, by hardware efficiency")
+    return _save(fig, out, "hw_efficiency")
+
+
 def write_plots(df: pd.DataFrame, out: Path) -> List[Path]:
     t = efficiency_table(df)
     if t.empty:
         return []
     _theme()
-    return _pareto(t, out) + _heatmaps(t, out) + _throughput(df, out) + _speedup(t, out)
+    return _pareto(t, out) + _heatmaps(t, out) + _throughput(df, out) + _speedup(t, out) + _efficiency(t, out)
