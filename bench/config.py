@@ -34,7 +34,7 @@ MODES = ("scratch", "finetune", "zeroshot")
 LOSSES = ("mpjpe", "mixste")          # bench.losses
 LR_SCHEDULES = ("cosine", "epoch")    # bench.train
 OPTIMIZERS = ("adamw", "adam")        # bench.train
-PRECISIONS = ("fp32", "bf16", "fp16")  # autocast of training and timing; fp32 = as built
+PRECISIONS = ("fp32", "bf16", "fp16")  # training: autocast; timing: a model copy in that dtype
 
 
 @dataclass
@@ -126,7 +126,7 @@ class SpeedCfg:
     warmup: int = 2
     iters: int = 3                    # forwards per timed repeat
     repeats: int = 5
-    precision: str = "fp32"           # fp32 | bf16 | fp16 (autocast around the timed forwards)
+    precision: str = "fp32"           # fp32 | bf16 | fp16: a copy with weights and activations in that dtype
     compile: bool = False             # time the torch.compile'd model (compilation timed apart, never inside)
 
 

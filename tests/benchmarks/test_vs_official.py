@@ -217,7 +217,12 @@ def test_speed_vs_official(name, precision, batch):
     rows = {}
     for _ in range(3 if batch == 1 else 2):  # alternate, so drift on a shared machine hits both
         for side, model in (("official", official), ("ours", ours)):
-            rows.setdefault(side, []).append(measure_speed(model, make, floor=side == "ours", **kw))
+            try:
+                rows.setdefault(side, []).append(measure_speed(model, make, floor=side == "ours", **kw))
+            except RuntimeError as e:  # the official MotionAGFormer builds float32 tensors inside its forward
+                if side == "official" and precision != "fp32" and "dtype" in str(e):
+                    pytest.skip(f"the official {name} does not run with {precision} weights: {str(e).splitlines()[0]}")
+                raise
     o = max(r["clips_per_s"] for r in rows["official"])
     best = max(rows["ours"], key=lambda r: r["clips_per_s"])
     u, floor = best["clips_per_s"], best["floor_s"]
