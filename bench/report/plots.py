@@ -120,10 +120,13 @@ def _throughput(df: pd.DataFrame, out: Path) -> List[Path]:
     if "speed_batch" not in df or "frames_per_s" not in df:
         return []
     d = df[(df["status"] == "ok") & df["frames_per_s"].notna() & df["speed_batch"].notna()].copy()
-    if d["speed_batch"].nunique() < 2:
+    if d.empty:
         return []
     d["method"] = d.apply(method_name, axis=1) + " " + d["schedule"]
     d["model"] = _model_label(d)
+    d = d[d.groupby(["model", "method"])["speed_batch"].transform("nunique") >= 2]  # a curve needs 2 batches
+    if d.empty:
+        return []
     g = sns.relplot(data=d, x="speed_batch", y="frames_per_s", hue="method", col="model", kind="line", marker="o",
                     facet_kws={"sharey": False}, height=3.8, aspect=1.2)
     g.set(xscale="log", yscale="log")
