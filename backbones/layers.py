@@ -174,6 +174,11 @@ class PoseBackbone(nn.Module):
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def temporal_positions(self) -> Optional[torch.Tensor]:
+        """(1, T, C) the temporal position embedding tokens get, if the family has one (position-aware
+        recovery reads it); None: the wrapper falls back to sinusoidal positions."""
+        return None
+
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean(dim=2)
 

@@ -79,6 +79,9 @@ class MixSTE(PoseBackbone):
             attn = attn.reshape(B, J, *attn.shape[1:])
         return x, attn
 
+    def temporal_positions(self) -> torch.Tensor:
+        return self.Temporal_pos_embed
+
     def regress(self, x: torch.Tensor) -> torch.Tensor:
         """Tokens (B, T, J, C) -> poses (B, T, J, 3)."""
         return self.head(x)

@@ -133,6 +133,9 @@ class MotionBERT(PoseBackbone):
     def final_norm(self, x):
         return self.norm(x)
 
+    def temporal_positions(self) -> torch.Tensor:
+        return self.temp_embed[:, :, 0]
+
     def regress(self, x):
         return self.head(self.pre_logits(x))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import List
 
 __all__ = ["ABLATIONS", "UserError", "compose_cells", "pin_device", "launcher_name", "register_resolvers",
-           "one_line"]
+           "one_line", "group_options"]
 
 
 def _config_tree() -> Path:
@@ -28,6 +28,8 @@ def _config_tree() -> Path:
 
 
 ABLATIONS = _config_tree()
+
+
 class UserError(Exception):
     """A bad command line or config: printed as one line, exit code 2."""
 
@@ -59,12 +61,44 @@ def _by_preset(preset: str, table):
     return table[preset]
 
 
+# config groups whose options may also come from a registry: a strategy (or backbone) registered in code
+# is an option without a YAML file of its own (the file is only needed to give its options defaults)
+REGISTERED_GROUPS = {"pruner": "PRUNERS", "recoverer": "RECOVERERS"}
+
+
+def _registered(group: str) -> List[str]:
+    if group not in REGISTERED_GROUPS:
+        return []
+    from backbones import hourglass
+
+    return getattr(hourglass, REGISTERED_GROUPS[group]).names()
+
+
+def group_options(group: str) -> List[str]:
+    """The options of a config group: its YAML files in ablations/ and, for strategies, the registered names."""
+    return sorted({p.stem for p in (ABLATIONS / group).glob("*.yaml")} | set(_registered(group)))
+
+
+def _store_registered_options() -> None:
+    """Strategies registered without a YAML file become group options of their own name."""
+    from hydra.core.config_store import ConfigStore
+
+    from .config import PrunerCfg, RecovererCfg
+
+    nodes = {"pruner": PrunerCfg, "recoverer": RecovererCfg}
+    for group in REGISTERED_GROUPS:
+        for name in _registered(group):
+            if not (ABLATIONS / group / f"{name}.yaml").exists():
+                ConfigStore.instance().store(group=group, name=name, node=nodes[group](name=name))
+
+
 def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     from .config import register_configs
 
     register_configs()
+    _store_registered_options()
     OmegaConf.register_new_resolver("by_preset", _by_preset, replace=True)
 
 
@@ -150,7 +184,7 @@ def _check_group_values(parsed, parser) -> None:
                 where = "a hydra plugin's option name, e.g. joblib" if key.startswith("hydra/") else (
                     f"the name of a file in ablations/{key}/ (vptbench list shows them)")
                 raise UserError(f"{key}={value} is not an option name; {key} takes {where}, not a path")
-            options = sorted(p.stem for p in (ABLATIONS / key).glob("*.yaml")) if not key.startswith("hydra/") else []
+            options = [] if key.startswith("hydra/") else group_options(key)
             if options and value != "null" and value not in options:
                 raise UserError(f"unknown option '{value}'; valid {key} options: {', '.join(options)}")
 

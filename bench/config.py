@@ -167,7 +167,8 @@ class Config:
         elif self.pipeline.name == "seq2frame":
             self.recoverer = RecovererCfg("none")  # seq2frame returns the (force-kept) centre frame
         self.schedule = check_hourglass(cfg.depth, cfg.num_frames, self.pruner.name, self.recoverer.name,
-                                        sched, self.pipeline.name, backbones.backbone_pipelines(self.backbone.name))
+                                        sched, self.pipeline.name, backbones.backbone_pipelines(self.backbone.name),
+                                        dict(self.pruner.args), dict(self.recoverer.args))
         if self.speed.precision not in PRECISIONS:
             raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISIONS)}")
         check_device_name(self.device)
@@ -226,15 +227,17 @@ class Config:
         if self.pruner.name == "none":
             self.mode = "scratch"  # the baseline is its own baseline: one canonical cell
         elif self.mode == "zeroshot":
-            from backbones.hourglass.pruning import PRUNERS
-            from backbones.hourglass.recovery import RECOVERERS
+            from backbones.hourglass import PRUNERS, RECOVERERS, compatible_recoverers
+
+            def learnable(reg, name, args) -> bool:
+                return any(True for _ in reg.build(name, dim=8, num_frames=9, num_heads=1, **args).parameters())
 
             for kind, reg, c in (("pruner", PRUNERS, self.pruner), ("recoverer", RECOVERERS, self.recoverer)):
-                extra = dict(dim=8, num_frames=9, num_heads=1) if kind == "recoverer" else {}
-                if any(True for _ in reg.build(c.name, **extra, **dict(c.args)).parameters()):
+                if learnable(reg, c.name, dict(c.args)):
+                    free = [r for r in compatible_recoverers(self.pruner.name) if not learnable(RECOVERERS, r, {})]
                     raise ValueError(f"mode=zeroshot needs parameter-free strategies but {kind} {c.name!r} "
                                      "has learnable parameters; use mode=finetune, or a parameter-free "
-                                     "recoverer (interpolation, nearest)")
+                                     f"recoverer ({', '.join(free) or 'none fits this pruner'})")
 
     def cell_identity(self) -> Dict[str, Any]:
         """Everything that changes a cell's numbers (not where it is stored or whether to rerun)."""

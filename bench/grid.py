@@ -88,9 +88,11 @@ class Grid:
             yield run_cell(cfg)
 
     def run_speed_serially(self) -> Iterator[Dict]:
-        """Time the speed cells one at a time in this process (after a parallel pass)."""
-        for cfg in self.cells.values():
-            if "speed" in cfg.metrics:
+        """Time the speed cells one at a time in this process (after a parallel pass). A cell whose other
+        metrics failed in that pass keeps its failed record: timing it would overwrite the failure."""
+        for (store, key), cfg in self.cells.items():
+            rec = self._record(store, key)
+            if "speed" in cfg.metrics and not (rec and rec.get("status") == "failed"):
                 yield run_cell(replace(cfg, metrics=["speed"]))
 
     @contextlib.contextmanager

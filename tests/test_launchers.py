@@ -22,19 +22,19 @@ def vptbench(*args, timeout=240):
 
 @pytest.mark.slow
 def test_joblib_failed_cell_is_summarised_and_speed_runs_alone(tmp_path):
-    # uniform takes no `distance` argument: its cell raises a TypeError inside a joblib worker
-    proc = vptbench(*CELLS, "pruner=cluster,uniform", "++pruner.args.distance=exact", "metrics=[params,speed]",
-                    "speed.warmup=1", "speed.iters=1", "speed.repeats=2", "hydra/launcher=joblib",
-                    "hydra.launcher.n_jobs=2", f"store={tmp_path}")
+    # a learning rate of 1e9 passes every check but diverges inside its joblib worker (TrainingDiverged)
+    proc = vptbench(*CELLS, "pruner=cluster", "train.lr=0.004,1e9", "metrics=[params,speed,accuracy]", "data=synthetic",
+                    "train.steps=3", "train.progress=false", "speed.warmup=1", "speed.iters=1", "speed.repeats=2",
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"store={tmp_path}")
     assert proc.returncode == 1, proc.stderr[-3000:]
     err = proc.stderr.strip().splitlines()
     assert "vptbench: 1 of 2 cell(s) failed:" in err[-2]
-    assert "uniform" in err[-1] and "TypeError" in err[-1] and "distance" in err[-1]
+    assert "TrainingDiverged: training diverged at step" in err[-1]
     assert "Traceback" not in proc.stderr
-    recs = {r["pruner"]: r for r in ResultStore(tmp_path).records()}
-    assert recs["uniform"]["status"] == "failed" and "distance" in recs["uniform"]["error"]
-    ok = recs["cluster"]
-    assert ok["status"] == "ok" and ok["params_m"] > 0 and ok["clips_per_s"] > 0
+    recs = {r["config"]["train"]["lr"]: r for r in ResultStore(tmp_path).records()}
+    assert recs[1e9]["status"] == "failed" and "lower train.lr" in recs[1e9]["error"]
+    ok = recs[0.004]
+    assert ok["status"] == "ok" and ok["params_m"] > 0 and ok["clips_per_s"] > 0 and ok["mpjpe_mm"] > 0
     assert "done=1" in proc.stderr and "failed=1" in proc.stderr  # the progress bar
 
 

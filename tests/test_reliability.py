@@ -90,6 +90,11 @@ BAD = [  # (overrides, text the one-line error must contain)
     (["experiment=/etc/passwd"], "is not an option name"),
     (["-m", "recipe=mixste,../../x"], "recipe=../../x is not an option name"),
     (["hydra/launcher=../x"], "is not an option name"),
+    # strategy options are typed: a typo is one line listing the valid options (it used to fail in the cell)
+    ([*CLUSTER, "schedule=[[1,9]]", "+pruner.args.foo=1"], "unknown pruner option(s) foo for pruner 'cluster'"),
+    ([*CLUSTER, "schedule=[[1,9]]", "+recoverer.args.quer_init=pos"],
+     "unknown recoverer option(s) quer_init for recoverer 'attention'; valid options: query_init"),
+    (["pruner=dct", "recoverer=interpolation", "schedule=[[1,9]]"], "pick recoverer=attention | idct"),
 ]
 
 
@@ -181,10 +186,16 @@ def test_bad_data_file_is_one_line_before_compute(tmp_path, capsys, monkeypatch,
     assert not list((tmp_path / "s").glob("*.json"))
 
 
-def test_cell_exception_is_recorded_and_grid_goes_on(tmp_path, capsys):
-    """A TypeError deep in a builder (not a validation error) fails that cell only."""
+def test_cell_exception_is_recorded_and_grid_goes_on(tmp_path, capsys, monkeypatch):
+    """A TypeError deep in a builder (a bug, not a validation error) fails that cell only."""
+    from backbones.hourglass import pruning
+
+    def broken(self, options=None):
+        raise TypeError("ClusterPruner.__init__() got an unexpected keyword argument 'foo'")
+
+    monkeypatch.setattr(pruning.ClusterPruner, "__init__", broken)
     rc, err = run_main(capsys, "-m", *CLUSTER, "preset=tiny", "metrics=[params]", "schedule=[[1,9]],[[2,9]]",
-                       "+pruner.args.foo=1", f"store={tmp_path / 'bad'}")
+                       f"store={tmp_path / 'bad'}")
     assert rc == 1
     assert err.count("TypeError") >= 2 and "2 of 2 cell(s) failed" in err and "Traceback" not in err
     recs = list(ResultStore(tmp_path / "bad").records())

@@ -1,28 +1,34 @@
-"""Token pruners: choose which frames (tokens) survive a schedule stage.
+"""Token pruners: reduce the n tokens of a schedule stage to k.
 
-Protocol: `select(feats, k, ctx) -> (B, k)` *local* positions into the current tokens, sorted
-ascending so temporal order is kept. `feats` is one feature per frame (B, n, D) from the backbone's
-`frame_features`. Selection never carries gradients (the official HoT `cluster_dpc_knn` runs under no_grad).
+The contract (`Pruner`): `reduce(tokens, feats, k, ctx) -> (tokens, plan)` reduces the tokens and
+returns a `plan` that `apply(plan, other_tokens)` replays (the flip pass of test-time augmentation
+reuses the plain pass's plan) and `track(plan, state)` turns into what the new tokens stand for
+(`strategy.TokenState`). `feats` is one feature per frame (B, n, D) from the backbone's
+`frame_features`. A pruner declares the kind of tokens it produces (`produces`: frames, merged or
+spectral), the pipelines it supports, how many stages it may run (`max_stages`) and its typed options.
 
-Score-based pruners share one selection rule (`ScorePruner.select`): top-k of the score; for
-seq2frame the centre frame's score is set to -inf, k-1 are chosen and the centre is appended
-(the official HoT `cluster_dpc_knn_center`, tpc_mixste.py).
+Keep-type pruners (`KeepPruner`) only choose: `select(feats, k, ctx) -> (B, k)` *local* positions,
+sorted ascending so temporal order is kept; selection never carries gradients (the official HoT
+`cluster_dpc_knn` runs under no_grad). Score-based ones share one rule (`ScorePruner.select`): top-k
+of the score; for seq2frame the centre frame's score is set to -inf, k-1 are chosen and the centre is
+appended (the official HoT `cluster_dpc_knn_center`, tpc_mixste.py). Token merging and frequency
+tokens live in `merging.py` and `spectral.py`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, ClassVar, Literal, Optional, Tuple
 
 import torch
-import torch.nn as nn
 
-from ..registry import Registry
+from .strategy import Strategy, StrategyRegistry, TokenState
+from .tokens import gather_frames
 
-__all__ = ["PRUNERS", "PruneContext", "Pruner", "ScorePruner", "ClusterPruner", "AttentionPruner",
-           "UniformPruner", "MotionPruner", "NoPruner", "TIE_BREAK"]
+__all__ = ["PRUNERS", "PruneContext", "Pruner", "KeepPruner", "ScorePruner", "ClusterPruner", "AttentionPruner",
+           "UniformPruner", "MotionPruner", "RandomPruner", "NoPruner", "TIE_BREAK"]
 
-PRUNERS = Registry("pruner")
+PRUNERS = StrategyRegistry("pruner")
 TIE_BREAK = 1e-6  # magnitude of the seeded jitter that breaks exact ties (official HoT code: rand * 1e-6)
 
 
@@ -30,10 +36,11 @@ TIE_BREAK = 1e-6  # magnitude of the seeded jitter that breaks exact ties (offic
 class PruneContext:
     """What a pruner may look at besides the frame features."""
     inputs: torch.Tensor                    # the 2D input clip (B, T, J, C_in)
-    global_idx: torch.Tensor                # (B, n) global frame index of each current token
+    global_idx: torch.Tensor                # (B, n) original frame each current token stands at
     generator: torch.Generator              # seeded: same input -> same selection
     attn: Optional[torch.Tensor] = None     # preceding layer's temporal attention (B, ..., n, n)
-    centre: Optional[int] = None            # global centre frame to force-keep (seq2frame)
+    centre: Optional[int] = None            # global centre frame to keep as a token of its own (seq2frame)
+    sizes: Optional[torch.Tensor] = None    # (B, n) original frames each current token holds
 
     def noise(self, shape) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.generator.device).to(self.inputs.device)
@@ -43,14 +50,62 @@ class PruneContext:
         return self.global_idx == self.centre
 
 
-class Pruner(nn.Module):
-    needs_attention = False  # True: the layer before the stage computes explicit attention weights
+class Pruner(Strategy):
+    """Reduces n tokens to k (see the module docstring for the contract)."""
+
+    produces: ClassVar[str] = "frames"                         # strategy.KINDS
+    needs_attention: ClassVar[bool] = False                    # the preceding layer computes explicit weights
+    max_stages: ClassVar[Optional[int]] = None                 # None: any number of stages
+    pipelines: ClassVar[Tuple[str, ...]] = ("seq2seq", "seq2frame")
+
+    def reduce(self, tokens: torch.Tensor, feats: torch.Tensor, k: int, ctx: PruneContext) -> Tuple[torch.Tensor, Any]:
+        raise NotImplementedError
+
+    def apply(self, plan: Any, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def track(self, plan: Any, state: TokenState) -> TokenState:
+        raise NotImplementedError
+
+    def plan_from_frames(self, frames: torch.Tensor, state: TokenState) -> Any:
+        raise ValueError(f"pruner {type(self).__name__} cannot replay a selection given as frame indices; pass the "
+                         "stages forward_with_index returned")
+
+
+def _compose_assign(assign: Optional[torch.Tensor], new_slot: torch.Tensor) -> Optional[torch.Tensor]:
+    """Original frame -> token, after a stage that sends current token i to `new_slot[:, i]` (-1: dropped)."""
+    if assign is None:
+        return None
+    moved = new_slot.gather(1, assign.clamp(min=0))
+    return torch.where(assign >= 0, moved, torch.full_like(moved, -1))
+
+
+class KeepPruner(Pruner):
+    """A pruner that keeps k of the n tokens as they are; subclasses implement `select`."""
 
     def select(self, feats: torch.Tensor, k: int, ctx: PruneContext) -> torch.Tensor:
         raise NotImplementedError
 
+    def reduce(self, tokens, feats, k, ctx):
+        idx = self.select(feats, k, ctx)
+        return gather_frames(tokens, idx), idx
 
-class ScorePruner(Pruner):
+    def apply(self, plan, tokens):
+        return gather_frames(tokens, plan)
+
+    def track(self, plan, state):
+        B, n = state.frames.shape
+        slot = torch.full((B, n), -1, dtype=torch.long, device=plan.device)
+        slot.scatter_(1, plan, torch.arange(plan.shape[1], device=plan.device).expand_as(plan))
+        return TokenState(frames=state.frames.gather(1, plan), assign=_compose_assign(state.assign, slot),
+                          sizes=state.sizes.gather(1, plan), kind=state.kind, positions=state.positions)
+
+    def plan_from_frames(self, frames, state):
+        """Original frame indices (B, k) -> local positions (both sorted): replays a recorded selection."""
+        return torch.searchsorted(state.frames.contiguous(), frames.to(state.frames.device).contiguous())
+
+
+class ScorePruner(KeepPruner):
     """Keep the k highest-scoring tokens; subclasses define `score(feats, ctx) -> (B, n)`."""
 
     def score(self, feats: torch.Tensor, ctx: PruneContext) -> torch.Tensor:
@@ -87,11 +142,18 @@ class ClusterPruner(ScorePruner):
       formula (the official numerics), which cancels when the features share a large offset.
     """
 
-    def __init__(self, k_neighbours: int = 2, distance: str = "exact"):
-        super().__init__()
-        if distance not in ("exact", "mm"):
-            raise ValueError(f"cluster distance {distance!r} is not one of exact, mm")
-        self.k_neighbours, self.distance = k_neighbours, distance
+    @dataclass(frozen=True)
+    class Options:
+        k_neighbours: int = 2                       # neighbours in the density, the token itself included
+        distance: Literal["exact", "mm"] = "exact"  # exact: centred float64; mm: torch.cdist (official numerics)
+
+        def __post_init__(self):
+            if self.k_neighbours < 1:
+                raise ValueError(f"pruner 'cluster' option k_neighbours must be >= 1, got {self.k_neighbours}")
+
+    def __init__(self, options: Optional["ClusterPruner.Options"] = None):
+        super().__init__(options)
+        self.k_neighbours, self.distance = self.options.k_neighbours, self.options.distance
 
     def _pairwise(self, feats: torch.Tensor) -> torch.Tensor:
         """Euclidean distances / sqrt(C), (B, n, n)."""
@@ -141,11 +203,13 @@ class MotionPruner(ScorePruner):
     features; L2; backward difference (`difference='central'` averages both neighbours).
     """
 
-    def __init__(self, difference: str = "backward"):
-        super().__init__()
-        if difference not in ("backward", "central"):
-            raise ValueError(f"motion difference {difference!r} is not one of backward, central")
-        self.difference = difference
+    @dataclass(frozen=True)
+    class Options:
+        difference: Literal["backward", "central"] = "backward"
+
+    def __init__(self, options: Optional["MotionPruner.Options"] = None):
+        super().__init__(options)
+        self.difference = self.options.difference
 
     def score(self, feats, ctx):
         xy = ctx.inputs[..., :2]
@@ -159,7 +223,7 @@ class MotionPruner(ScorePruner):
 
 
 @PRUNERS.register(name="uniform")
-class UniformPruner(Pruner):
+class UniformPruner(KeepPruner):
     """TPS: evenly spaced tokens, `round(linspace(0, n-1, k))`, deterministic and parameter-free.
     For seq2frame the kept position nearest the centre is moved onto the centre."""
 
@@ -174,8 +238,18 @@ class UniformPruner(Pruner):
         return idx
 
 
+@PRUNERS.register(name="random")
+class RandomPruner(ScorePruner):
+    """k frames drawn uniformly without replacement (the control every pruning table should have): the top
+    k of uniform noise from the forward's seeded generator, so the same input and seed give the same
+    frames. For seq2frame the centre is kept and k-1 others drawn, like every score-based pruner."""
+
+    def score(self, feats, ctx):
+        return ctx.noise(feats.shape[:2])
+
+
 @PRUNERS.register(name="none")
-class NoPruner(Pruner):
+class NoPruner(KeepPruner):
     """Keeps every token; only valid with an empty schedule (the unpruned baseline)."""
 
     def select(self, feats, k, ctx):

@@ -70,14 +70,16 @@ EXTRA_HANDLES = {
 # Anything else without a handle ends up in `FlopReport.uncounted_ops`.
 CHEAP_OPS = tuple(f"aten::{op}" for op in (
     # arithmetic and activations
-    "add", "add_", "sub", "rsub", "mul", "mul_", "div", "neg", "abs", "pow", "sqrt", "rsqrt", "exp",
-    "log", "round", "softmax", "log_softmax", "gelu", "relu", "tanh", "sigmoid", "silu",
+    "add", "add_", "sub", "rsub", "mul", "mul_", "div", "div_", "neg", "abs", "pow", "sqrt", "rsqrt", "exp",
+    "log", "round", "softmax", "log_softmax", "gelu", "relu", "tanh", "sigmoid", "silu", "cos", "clamp_min",
     # reductions
     "mean", "sum", "min", "max", "argmin", "argmax", "linalg_vector_norm", "norm", "cumsum",
     # selection, sorting, comparison (token pruning)
-    "topk", "sort", "argsort", "gather", "index", "index_select", "scatter", "searchsorted", "where",
+    "topk", "sort", "argsort", "gather", "index", "index_select", "scatter", "scatter_", "scatter_add",
+    "searchsorted", "where",
     "masked_fill", "lt", "le", "gt", "ge", "eq", "ne",
     # creation, randomness, copies
     "rand", "randn", "linspace", "cat", "clone", "repeat", "expand_as", "ones_like", "zeros_like", "zero_",
+    "empty_like",
     "diagonal",
 ))

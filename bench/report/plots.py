@@ -27,8 +27,9 @@ def _theme():
                   rc={"font.family": "serif", "axes.edgecolor": "0.3", "grid.linestyle": ":"})
 
 
-def _save(fig, out: Path, stem: str) -> List[Path]:
-    fig.tight_layout()
+def _save(fig, out: Path, stem: str, tight: bool = True) -> List[Path]:
+    if tight:
+        fig.tight_layout()
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
     fig.savefig(paths[0], dpi=200)
     fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible bytes: regenerating changes nothing
@@ -53,43 +54,63 @@ def _model_label(d: pd.DataFrame) -> pd.Series:
     return d["backbone"] + " (" + d["preset"] + device.map(lambda v: "" if v == "cpu" else f", {v}") + ")"
 
 
+FILLED = ("o", "s", "^", "D", "v", "P", "X", "p", "h", "<", ">", "*")
+
+
+def _markers(names) -> dict:
+    """A marker per pruner: the papers' four keep their usual shapes, the others get the next free ones."""
+    out = {p: MARKERS[p] for p in names if p in MARKERS}
+    free = [m for m in FILLED if m not in out.values() and m != "*"]
+    out.update({p: free[i % len(free)] for i, p in enumerate(sorted(set(names) - set(out)))})
+    return out
+
+
 def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
+    """One panel per model and mode (scratch / finetune / zeroshot: trained differently, never one cloud);
+    colour = recoverer, marker = pruner, open = hierarchical, star = the unpruned baseline, line and rings =
+    the panel's Pareto front."""
     t = t[t["MPJPE"].notna() & t["GFLOPs"].notna()] if "MPJPE" in t else t.iloc[:0]
     if t.empty or (t["pruner"] != "none").sum() == 0:
         return []
     t = t.assign(model=_model_label(t))
     models = list(dict.fromkeys(t["model"]))
-    colours = dict(zip(models, sns.color_palette("deep", len(models))))
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for model in models:
-        part = t[t["model"] == model]
-        c = colours[model]
-        front = part.iloc[pareto_front(part["GFLOPs"].to_numpy(float), part["MPJPE"].to_numpy(float))]
-        ax.plot(front["GFLOPs"], front["MPJPE"], "-", color=c, lw=1.6, alpha=0.8, zorder=2)
-        ax.scatter(front["GFLOPs"], front["MPJPE"], s=190, facecolors="none", edgecolors=c, linewidths=1.0,
-                   alpha=0.7, zorder=2)  # a ring marks the Pareto-optimal cells (visible even when only one)
-        for pruner, grp in part[part["pruner"] != "none"].groupby("pruner"):
-            hier = grp["stages"] > 1
-            for filled, sub in ((True, grp[~hier]), (False, grp[hier])):
-                ax.scatter(sub["GFLOPs"], sub["MPJPE"], marker=MARKERS.get(pruner, "o"), s=46, zorder=3,
-                           facecolors=c if filled else "white", edgecolors=c, linewidths=1.2)
-        base = part[part["pruner"] == "none"]
-        ax.scatter(base["GFLOPs"], base["MPJPE"], marker="*", s=260, color=c, edgecolors="black", linewidths=0.7,
-                   zorder=4)
-    handles = [plt.Line2D([], [], color=colours[m], lw=1.6, label=m) for m in models]
-    handles += [plt.Line2D([], [], ls="-", marker="o", ms=12, mfc="none", color="0.5", label="Pareto front")]
-    handles += [plt.Line2D([], [], ls="", marker="*", ms=13, color="0.5", mec="black", label="unpruned baseline")]
-    handles += [plt.Line2D([], [], ls="", marker=MARKERS.get(p, "o"), color="0.5", label=f"pruner: {p}")
-                for p in sorted(t.loc[t["pruner"] != "none", "pruner"].unique())]
+    modes = [m for m in ("scratch", "finetune", "zeroshot") if m in set(t.loc[t["pruner"] != "none", "mode"])]
+    recoverers = sorted(set(t.loc[t["pruner"] != "none", "recoverer"]))
+    colours = dict(zip(recoverers, sns.color_palette("deep", len(recoverers))))
+    markers = _markers(t.loc[t["pruner"] != "none", "pruner"].unique())
+    fig, axes = plt.subplots(len(models), len(modes), figsize=(4.6 * len(modes) + 1.8, 4.0 * len(models)),
+                             squeeze=False, sharey="row")
+    for r, model in enumerate(models):
+        base = t[(t["model"] == model) & (t["pruner"] == "none")]
+        for c, mode in enumerate(modes):
+            ax = axes[r][c]
+            part = pd.concat([base, t[(t["model"] == model) & (t["pruner"] != "none") & (t["mode"] == mode)]])
+            front = part.iloc[pareto_front(part["GFLOPs"].to_numpy(float), part["MPJPE"].to_numpy(float))]
+            ax.plot(front["GFLOPs"], front["MPJPE"], "-", color="0.35", lw=1.2, zorder=2)
+            ax.scatter(front["GFLOPs"], front["MPJPE"], s=190, facecolors="none", edgecolors="0.35", linewidths=0.9,
+                       zorder=2)
+            for (pruner, rec), grp in part[part["pruner"] != "none"].groupby(["pruner", "recoverer"]):
+                hier = grp["stages"] > 1
+                for filled, sub in ((True, grp[~hier]), (False, grp[hier])):
+                    ax.scatter(sub["GFLOPs"], sub["MPJPE"], marker=markers[pruner], s=46, zorder=3,
+                               facecolors=colours[rec] if filled else "white", edgecolors=colours[rec], linewidths=1.2)
+            ax.scatter(base["GFLOPs"], base["MPJPE"], marker="*", s=260, color="0.2", edgecolors="black", zorder=4)
+            ax.set_title(f"{model}, {mode}" if len(models) > 1 else mode)
+            ax.set_xlabel("GFLOPs per clip")
+            if c == 0:
+                ax.set_ylabel("MPJPE (mm) ↓")
+            if t["GFLOPs"].max() / t["GFLOPs"].min() > 20:
+                ax.set_xscale("log")
+    handles = [plt.Line2D([], [], ls="", marker="o", ms=8, color=colours[rc], label=f"recoverer: {rc}") for rc in recoverers]
+    handles += [plt.Line2D([], [], ls="", marker=markers[p], color="0.5", label=f"pruner: {p}") for p in sorted(markers)]
+    handles += [plt.Line2D([], [], ls="", marker="*", ms=13, color="0.2", mec="black", label="unpruned baseline"),
+                plt.Line2D([], [], ls="-", marker="o", ms=12, mfc="none", color="0.35", label="Pareto front")]
     if (t["stages"] > 1).any():
         handles += [plt.Line2D([], [], ls="", marker="o", mfc="white", mec="0.5", label="hierarchical (open)")]
-    ax.legend(handles=handles, fontsize=8, frameon=True, loc="best")
-    if t["GFLOPs"].max() / t["GFLOPs"].min() > 20:
-        ax.set_xscale("log")
-    ax.set_xlabel("GFLOPs per clip")
-    ax.set_ylabel("MPJPE (mm) ↓")
-    ax.set_title("Accuracy vs computation")
-    return _save(fig, out, "pareto_flops_mpjpe")
+    fig.legend(handles=handles, fontsize=8, frameon=True, loc="center right")
+    fig.suptitle("Accuracy vs computation")
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))  # room for the legend on the right
+    return _save(fig, out, "pareto_flops_mpjpe", tight=False)
 
 
 def _heatmaps(t: pd.DataFrame, out: Path) -> List[Path]:
@@ -144,7 +165,7 @@ def _speedup(t: pd.DataFrame, out: Path) -> List[Path]:
     d = d.assign(model=_model_label(d))
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     sns.scatterplot(data=d, x="FLOPs ratio", y="speed-up", hue="model", style="pruner", s=70, ax=ax,
-                    markers={p: MARKERS.get(p, "o") for p in d["pruner"].unique()})
+                    markers=_markers(d["pruner"].unique()))
     hi = max(d["FLOPs ratio"].max(), d["speed-up"].max()) * 1.08
     lo = min(1.0, d["speed-up"].min()) * 0.95
     ax.plot([lo, hi], [lo, hi], ls="--", color="0.4", lw=1, label="y = x (speed-up = FLOPs saved)")
