@@ -42,8 +42,18 @@ class MHFormerConfig:
 
 
 PRESETS = {
-    "paper": MHFormerConfig(),
+    "paper": MHFormerConfig(),   # HoT's setting: 351 frames
     "tiny": MHFormerConfig(num_frames=27, embed_dim=64, mlp_hidden=128, num_heads=4, mhg_depth=2, mhg_heads=3),
+    # The family's own receptive fields (Vegetebird/MHFormer: one architecture, `--frames` the only size
+    # knob; common/opt.py layers 3, channel 512, d_hid 1024; 4 MHG blocks of 9 heads hard-coded in
+    # model/mhformer.py). Paper Table 4 reports 9 / 27 / 81 / 243 / 351 frames; f351 is `paper`.
+    # NOTE f27: for frames <= 27 the official embedding is Conv1d + BatchNorm1d + ReLU + Dropout(0.25),
+    # which this model does not build (3,072 fewer params: three BatchNorm1d(512) affine pairs), so an
+    # official 27-frame checkpoint does not load into f27.
+    "f27": MHFormerConfig(num_frames=27),
+    "f81": MHFormerConfig(num_frames=81),
+    "f243": MHFormerConfig(num_frames=243),
+    "f351": MHFormerConfig(num_frames=351),
 }
 
 
@@ -189,5 +199,6 @@ class MHFormer(PoseBackbone):
 
 @register_backbone(presets=PRESETS)
 def mhformer(preset: str = "paper", **overrides) -> MHFormer:
-    """MHFormer (paper: 351 frames, MHG 3 x 4 blocks, 2 SHR + 1 CHI, dim 512 per hypothesis)."""
+    """MHFormer (paper: 351 frames, MHG 3 x 4 blocks, 2 SHR + 1 CHI, dim 512 per hypothesis).
+    The official receptive fields are presets `f27`, `f81`, `f243` and `f351` (= `paper`)."""
     return MHFormer(resolve_config(PRESETS, preset, overrides, "mhformer"))

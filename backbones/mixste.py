@@ -36,9 +36,15 @@ class MixSTEConfig:
 
 
 PRESETS = {
-    "paper": MixSTEConfig(),
+    "paper": MixSTEConfig(),   # HoT's setting: 243 frames
     # small enough to train on a 2-core CPU in minutes
     "tiny": MixSTEConfig(num_frames=27, embed_dim=32, depth=4, num_heads=4, drop_path_rate=0.0),
+    # The family's own receptive fields (JinluZhang1126/MixSTE run.py / common/arguments.py: -cs 512,
+    # -dep 8, num_heads 8, mlp_ratio 2 for every `-f`); the paper reports T = 27 (MPI-INF-3DHP), 81 and
+    # 243 (Human3.6M). f243 is `paper`.
+    "f27": MixSTEConfig(num_frames=27),
+    "f81": MixSTEConfig(num_frames=81),
+    "f243": MixSTEConfig(num_frames=243),
 }
 
 
@@ -90,5 +96,6 @@ class MixSTE(PoseBackbone):
 
 @register_backbone(presets=PRESETS)
 def mixste(preset: str = "paper", **overrides) -> MixSTE:
-    """MixSTE (paper: 243 frames, 8 STE+TTE pairs, dim 512, 8 heads, MLP ratio 2)."""
+    """MixSTE (paper: 243 frames, 8 STE+TTE pairs, dim 512, 8 heads, MLP ratio 2).
+    The official receptive fields are presets `f27`, `f81` and `f243` (= `paper`)."""
     return MixSTE(resolve_config(PRESETS, preset, overrides, "mixste"))

@@ -48,10 +48,20 @@ class MotionAGFormerConfig:
 
 
 PRESETS = {
-    "paper": MotionAGFormerConfig(),
-    "base": MotionAGFormerConfig(num_heads=8, neighbour_num=2),  # the official MotionAGFormer-B settings
+    "paper": MotionAGFormerConfig(),   # HoT's setting: the B size with 4 heads / 4 temporal neighbours
     "tiny": MotionAGFormerConfig(num_frames=27, embed_dim=32, dim_rep=64, depth=4, neighbour_num=2),
+    # The family's own variants, MotionAGFormer-XS / -S / -B / -L (README table: 2.2 / 4.8 / 11.7 / 19.0 M
+    # params), from TaatiTeam/MotionAGFormer configs/h36m/MotionAGFormer-{xsmall,small,base,large}.yaml
+    # (n_layers -> depth, dim_feat -> embed_dim, n_frames -> num_frames). All four share dim_rep 512,
+    # mlp_ratio 4, num_heads 8, qkv_bias False, neighbour_num 2, layer_scale_init_value 1e-5, drop_path 0,
+    # and the settings this model implements without a field: hierarchical False,
+    # use_adaptive_fusion True, use_temporal_similarity True, use_tcn False, graph_only False.
+    "xs": MotionAGFormerConfig(num_frames=27, embed_dim=64, depth=12, num_heads=8, neighbour_num=2),
+    "s": MotionAGFormerConfig(num_frames=81, embed_dim=64, depth=26, num_heads=8, neighbour_num=2),
+    "b": MotionAGFormerConfig(num_frames=243, embed_dim=128, depth=16, num_heads=8, neighbour_num=2),
+    "l": MotionAGFormerConfig(num_frames=243, embed_dim=128, depth=26, num_heads=8, neighbour_num=2),
 }
+PRESETS["base"] = PRESETS["b"]  # the former name of the B preset, kept as an alias
 
 
 def _normalise(adj: torch.Tensor) -> torch.Tensor:
@@ -189,5 +199,6 @@ class MotionAGFormer(PoseBackbone):
 
 @register_backbone(presets=PRESETS)
 def motionagformer(preset: str = "paper", **overrides) -> MotionAGFormer:
-    """MotionAGFormer (paper: 243 frames, 16 layers, dim 128; HoT's 4 heads / 4 temporal neighbours)."""
+    """MotionAGFormer (paper: 243 frames, 16 layers, dim 128; HoT's 4 heads / 4 temporal neighbours).
+    The official variants are presets `xs`, `s`, `b` (alias `base`) and `l`."""
     return MotionAGFormer(resolve_config(PRESETS, preset, overrides, "motionagformer"))

@@ -6,7 +6,8 @@ HoT's copy: NationalGAILab/HoT model/motionbert/. Module names follow the offici
 
 Each of the `depth` layers runs two branches on the same input — spatial-then-temporal (`blocks_st`)
 and temporal-then-spatial (`blocks_ts`) — fused per token by learned softmax weights (`ts_attn`).
-The paper preset is the size HoT uses (dim 256, MLP ratio 4: MotionBERT-Lite), 243 frames.
+The paper preset is the size HoT uses (dim 256, MLP ratio 4: MotionBERT-Lite), 243 frames; presets
+`full` and `lite` are the two sizes MotionBERT releases.
 """
 from __future__ import annotations
 
@@ -37,8 +38,15 @@ class MotionBERTConfig:
 
 
 PRESETS = {
-    "paper": MotionBERTConfig(),
+    "paper": MotionBERTConfig(),   # HoT's setting: the MotionBERT-Lite size
     "tiny": MotionBERTConfig(num_frames=27, embed_dim=64, dim_rep=128, depth=4, num_heads=4, mlp_ratio=2.0),
+    # The family's own sizes (Walter0807/MotionBERT README model table; maxlen 243, depth 5, num_heads 8,
+    # dim_rep 512, att_fuse True in both): MotionBERT, "MotionBERT (162MB)", configs/pretrain/MB_pretrain.yaml
+    # (dim_feat 512, mlp_ratio 2; the same in pose3d/MB_ft_h36m.yaml and MB_train_h36m.yaml), and
+    # MotionBERT-Lite, "MotionBERT-Lite (61MB)", configs/pretrain/MB_lite.yaml (dim_feat 256, mlp_ratio 4),
+    # the same config as `paper`. The sizes are fp32 weight files: params x 4 bytes, in MiB.
+    "full": MotionBERTConfig(embed_dim=512, mlp_ratio=2.0),
+    "lite": MotionBERTConfig(embed_dim=256, mlp_ratio=4.0),
 }
 
 
@@ -142,5 +150,6 @@ class MotionBERT(PoseBackbone):
 
 @register_backbone(presets=PRESETS)
 def motionbert(preset: str = "paper", **overrides) -> MotionBERT:
-    """MotionBERT / DSTformer (paper: 243 frames, 5 dual-stream layers, dim 256, 8 heads, MLP ratio 4)."""
+    """MotionBERT / DSTformer (paper: 243 frames, 5 dual-stream layers, dim 256, 8 heads, MLP ratio 4).
+    The official sizes are presets `full` (dim 512, MLP ratio 2) and `lite` (= `paper`)."""
     return MotionBERT(resolve_config(PRESETS, preset, overrides, "motionbert"))

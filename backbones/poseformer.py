@@ -40,8 +40,13 @@ class PoseFormerConfig:
 
 
 PRESETS = {
-    "paper": PoseFormerConfig(),
+    "paper": PoseFormerConfig(),   # 81 frames, the released model
     "tiny": PoseFormerConfig(num_frames=27, spatial_dim=16, spatial_depth=2, depth=4, num_heads=4),
+    # The family's own receptive fields (zczcwh/PoseFormer run_poseformer.py: embed_dim_ratio 32, depth 4,
+    # num_heads 8, mlp_ratio 2 for every `-f`); paper Table 6 lists f = 9, 27, 81. f81 is `paper`.
+    "f9": PoseFormerConfig(num_frames=9),
+    "f27": PoseFormerConfig(num_frames=27),
+    "f81": PoseFormerConfig(num_frames=81),
 }
 
 
@@ -98,5 +103,6 @@ class PoseFormer(PoseBackbone):
 
 @register_backbone(presets=PRESETS, pipelines=("seq2frame",))
 def poseformer(preset: str = "paper", **overrides) -> PoseFormer:
-    """PoseFormer (paper: 81 frames, 4 spatial blocks of dim 32, 4 temporal blocks of dim 544)."""
+    """PoseFormer (paper: 81 frames, 4 spatial blocks of dim 32, 4 temporal blocks of dim 544).
+    The official receptive fields are presets `f9`, `f27` and `f81` (= `paper`)."""
     return PoseFormer(resolve_config(PRESETS, preset, overrides, "poseformer"))

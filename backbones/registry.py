@@ -107,7 +107,7 @@ def backbone_pipelines(name: str) -> tuple:
 
 def list_presets(name: str) -> List[str]:
     BACKBONES.get(name)
-    return sorted(_PRESETS[name])
+    return sorted(_PRESETS[name], key=_natural_key)
 
 
 def create(name: str, **overrides) -> Any:
@@ -128,7 +128,8 @@ def resolve_config(presets: Dict[str, Any], preset: str, overrides: Dict[str, An
     import dataclasses
 
     if preset not in presets:
-        raise ValueError(f"unknown preset {preset!r} for {family}; valid presets: {', '.join(sorted(presets))}")
+        raise ValueError(f"unknown preset {preset!r} for {family}; valid presets: "
+                         f"{', '.join(sorted(presets, key=_natural_key))}")
     base = presets[preset]
     fields = {f.name for f in dataclasses.fields(base)}
     bad = sorted(set(overrides) - fields)

@@ -156,8 +156,12 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any], device:
     if "params" in todo:
         record["params_m"] = count_params(model)
     if "flops" in todo:  # counted on the CPU: the count does not depend on the device
+        from .measure.conventions import count_conventions, record_fields
+
         rep = count_flops(model, (clip,))
         record.update(gflops=rep.gflops, gflops_total=rep.gflops_total, flops_uncounted_ops=rep.uncounted_ops)
+        # the same clip under every counter users meet (thop, torchprofile, ptflops, fvcore, FlopCounterMode)
+        record.update(record_fields(count_conventions(model, (clip,), model.frames_out, rep.gflops, rep.gflops_total)))
     if "speed" in todo:
         _time(cfg, model, clip, record, device)
     if "accuracy" in todo:

@@ -32,6 +32,9 @@ commands:
                              the regressed cells (a baseline cell or metric CURRENT lacks regresses unless
                              --partial), exit 2 if nothing could be compared, e.g.
                              vptbench compare results/baselines/quickstart_params_flops.csv results/store
+  flops OVERRIDES...         one cell's computation under every counting convention (vptbench gflops, fvcore,
+                             thop, torchprofile, ptflops, FlopCounterMode), per clip and per output frame,
+                             e.g. vptbench flops model=hot_mixste
   list                       show backbones, presets, pruners, recoverers, pipelines, data, models and experiments
   quickstart                 the main job: default ablation grid + paper-preset efficiency + report
 """
@@ -183,6 +186,36 @@ def cmd_compare(args: List[str]) -> int:
     return 1 if result.regressed else 0
 
 
+def cmd_flops(args: List[str]) -> int:
+    """`vptbench flops OVERRIDES`: the cell the overrides describe, counted every way (bench.measure.conventions)."""
+    if any(a.startswith("-") for a in args):
+        raise UserError("vptbench flops takes the overrides of one cell (no -m), e.g. vptbench flops model=hot_mixste")
+    (cfg,) = compose_cells(args + ["metrics=[flops]"], multirun=False)
+    import torch
+
+    from .cell import build_model, cell_label
+    from .measure.conventions import CONVENTIONS, INSTALL_HINT, count_conventions
+
+    model = build_model(cfg).eval()
+    clip = torch.randn(1, model.num_frames, model.backbone.num_joints, model.backbone.in_chans,
+                       generator=torch.Generator().manual_seed(cfg.seed))
+    counts = count_conventions(model, (clip,), model.frames_out)
+    print(f"{cell_label(cfg)}: one clip of {model.num_frames} frames in, {model.frames_out} frame(s) out "
+          f"({cfg.pipeline.name}), batch 1")
+    print()
+    print("| counter | unit | counts | per clip (G) | per output frame (G) |")
+    print("|---|---|---|---|---|")
+    for c in CONVENTIONS:
+        if counts.giga.get(c.key) is None:
+            print(f"| {c.counter} | {c.unit} | {c.counts} | not installed: {INSTALL_HINT} | – |")
+        else:
+            print(f"| {c.counter} | {c.unit} | {c.counts} | {counts.giga[c.key]:.4f} | {counts.per_frame(c.key):.6f} |")
+    print()
+    print("MACs are multiply-accumulates; FLOPs = 2 x MACs. Papers print either, per clip or per frame: "
+          "compare like with like (README, 'Which number is which').")
+    return 0
+
+
 def cmd_list(args: List[str]) -> int:
     import backbones
     from backbones.hourglass import PIPELINES
@@ -229,7 +262,8 @@ def cmd_quickstart(args: List[str]) -> int:
     return 1 if failed else rc
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list, "quickstart": cmd_quickstart}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "flops": cmd_flops, "list": cmd_list,
+            "quickstart": cmd_quickstart}
 
 
 def main(argv: List[str] | None = None) -> int:

@@ -61,31 +61,35 @@ def _by_preset(preset: str, table):
     return table[preset]
 
 
-# config groups whose options may also come from a registry: a strategy (or backbone) registered in code
-# is an option without a YAML file of its own (the file is only needed to give its options defaults)
-REGISTERED_GROUPS = {"pruner": "PRUNERS", "recoverer": "RECOVERERS"}
+# config groups whose options may also come from code: a strategy registered in a registry, or a preset
+# a backbone family declares, is an option by its name without a YAML file of its own (a file is only
+# needed to document it or give its options defaults)
+REGISTERED_GROUPS = ("pruner", "recoverer", "preset")
 
 
 def _registered(group: str) -> List[str]:
     if group not in REGISTERED_GROUPS:
         return []
+    import backbones
     from backbones import hourglass
 
-    return getattr(hourglass, REGISTERED_GROUPS[group]).names()
+    if group == "preset":
+        return sorted({p for b in backbones.list_backbones() for p in backbones.list_presets(b)})
+    return (hourglass.PRUNERS if group == "pruner" else hourglass.RECOVERERS).names()
 
 
 def group_options(group: str) -> List[str]:
-    """The options of a config group: its YAML files in ablations/ and, for strategies, the registered names."""
+    """The options of a config group: its YAML files in ablations/, the registered strategies and the presets."""
     return sorted({p.stem for p in (ABLATIONS / group).glob("*.yaml")} | set(_registered(group)))
 
 
 def _store_registered_options() -> None:
-    """Strategies registered without a YAML file become group options of their own name."""
+    """Registered strategies and declared presets without a YAML file become group options of their name."""
     from hydra.core.config_store import ConfigStore
 
-    from .config import PrunerCfg, RecovererCfg
+    from .config import PresetCfg, PrunerCfg, RecovererCfg
 
-    nodes = {"pruner": PrunerCfg, "recoverer": RecovererCfg}
+    nodes = {"pruner": PrunerCfg, "recoverer": RecovererCfg, "preset": PresetCfg}
     for group in REGISTERED_GROUPS:
         for name in _registered(group):
             if not (ABLATIONS / group / f"{name}.yaml").exists():

@@ -91,7 +91,8 @@ def test_unknown_preset_lists_valid_presets():
         create("mixste", preset="huge")
     msg = _one_line(err)
     assert "'huge'" in msg and "mixste" in msg
-    assert msg.endswith("valid presets: paper, tiny")
+    assert msg.endswith("valid presets: " + ", ".join(list_presets("mixste")))  # the family's own sizes too
+    assert list_presets("mixste") == ["f27", "f81", "f243", "paper", "tiny"]      # natural order
 
 
 def test_unknown_override_lists_valid_options():

@@ -222,3 +222,15 @@ def test_a_throwaway_pruner_runs_through_the_zoo_and_the_cli(every_other, tmp_pa
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "unknown pruner option(s) ofset for pruner 'every_other'; valid options: offset" in err
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("pruner", [p for p in PRUNERS.names() if p != "none"])
+def test_strategies_leave_the_nn_module_api_intact(pruner):
+    """A strategy method named like an nn.Module method (apply, ...) would break `model.apply(fn)`,
+    which initialisers and module-hook FLOP counters (thop) call on the whole model."""
+    from backbones.hourglass import compatible_recoverers
+
+    model = create_hourglass("mixste", "tiny", pruner, compatible_recoverers(pruner)[-1], [[1, 9]])
+    seen = []
+    model.apply(lambda m: seen.append(type(m).__name__))
+    assert type(model.pruner).__name__ in seen and type(model.recoverer).__name__ in seen

@@ -60,7 +60,7 @@ def _merge_round(feats, sizes, frames, members, r, protect):
     weighted = feats * sizes[..., None]
     weighted = weighted.scatter_add(1, dst_sel[..., None].expand(-1, -1, D), weighted.gather(1, src_sel[..., None].expand(-1, -1, D)))
     sizes = sizes.scatter_add(1, dst_sel, sizes.gather(1, src_sel))
-    keep = torch.ones(B, m, dtype=torch.bool, device=feats.device).scatter(1, src_sel, False)
+    keep = torch.ones(B, m, dtype=torch.long, device=feats.device).scatter(1, src_sel, 0).bool()  # (int: jit-traceable)
     survivors = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :m - r_round]  # in order
     new_index = keep.long().cumsum(dim=1) - 1                                 # survivors: their new place
     new_index = new_index.scatter(1, src_sel, new_index.gather(1, dst_sel))  # merged sources: their destination's
@@ -88,9 +88,9 @@ class MergePruner(Pruner):
 
     def reduce(self, tokens, feats, k, ctx):
         plan = self.plan(feats, k, ctx)
-        return self.apply(plan, tokens), plan
+        return self.replay(plan, tokens), plan
 
-    def apply(self, plan, tokens):
+    def replay(self, plan, tokens):
         """Each output token: the size-weighted mean of the input tokens sent to it."""
         B, n = plan.slot.shape
         k, extra = plan.rep.shape[1], [1] * (tokens.ndim - 2)

@@ -108,7 +108,7 @@ class Hourglass(nn.Module):
                 else:  # replay: the plans of a previous pass, or (keep-type pruners) its frames
                     plan = (indices.plans[stage] if isinstance(indices, StageTrace)
                             else self.pruner.plan_from_frames(indices[stage], state))
-                    tokens = self.pruner.apply(plan, tokens)
+                    tokens = self.pruner.replay(plan, tokens)
                 state = self.pruner.track(plan, state)
                 if self.pos_embed_token is not None:
                     pe = self.pos_embed_token[stage]                           # (1, k, C)

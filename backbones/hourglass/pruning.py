@@ -1,7 +1,7 @@
 """Token pruners: reduce the n tokens of a schedule stage to k.
 
 The contract (`Pruner`): `reduce(tokens, feats, k, ctx) -> (tokens, plan)` reduces the tokens and
-returns a `plan` that `apply(plan, other_tokens)` replays (the flip pass of test-time augmentation
+returns a `plan` that `replay(plan, other_tokens)` re-applies (the flip pass of test-time augmentation
 reuses the plain pass's plan) and `track(plan, state)` turns into what the new tokens stand for
 (`strategy.TokenState`). `feats` is one feature per frame (B, n, D) from the backbone's
 `frame_features`. A pruner declares the kind of tokens it produces (`produces`: frames, merged or
@@ -61,7 +61,7 @@ class Pruner(Strategy):
     def reduce(self, tokens: torch.Tensor, feats: torch.Tensor, k: int, ctx: PruneContext) -> Tuple[torch.Tensor, Any]:
         raise NotImplementedError
 
-    def apply(self, plan: Any, tokens: torch.Tensor) -> torch.Tensor:
+    def replay(self, plan: Any, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def track(self, plan: Any, state: TokenState) -> TokenState:
@@ -90,7 +90,7 @@ class KeepPruner(Pruner):
         idx = self.select(feats, k, ctx)
         return gather_frames(tokens, idx), idx
 
-    def apply(self, plan, tokens):
+    def replay(self, plan, tokens):
         return gather_frames(tokens, plan)
 
     def track(self, plan, state):

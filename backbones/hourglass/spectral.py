@@ -45,9 +45,9 @@ class DCTPruner(Pruner):
     pipelines = ("seq2seq",)
 
     def reduce(self, tokens, feats, k, ctx):
-        return self.apply(k, tokens), k
+        return self.replay(k, tokens), k
 
-    def apply(self, plan, tokens):
+    def replay(self, plan, tokens):
         return _along_tokens(dct_basis(tokens.shape[1], plan, tokens.device), tokens)
 
     def track(self, plan, state):

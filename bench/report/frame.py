@@ -21,7 +21,7 @@ from ..store import ResultStore, cell_key
 __all__ = ["load_frame", "read_results", "method_name", "stages_label", "CELL_COLUMNS", "aggregate_seeds",
            "mixed_variants"]
 
-FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops")
+FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops", "flops_counters_missing")
 # what tells two cells apart in a table (the hash `key` also covers train/speed settings)
 # `device` (cpu | cuda): a GPU timing is never put next to a CPU one as if they were one cell
 CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "mode", "device",
@@ -39,7 +39,7 @@ def _flatten(rec: Dict[str, Any]) -> Dict[str, Any]:
         row["variant"] = cell_key({k: v for k, v in rec["config"].items() if k != "seed"})[:8]
     for k, v in (rec.get("env") or {}).items():
         row[f"env_{k}"] = v
-    for k in ("per_action_mpjpe_mm", "flops_uncounted_ops"):
+    for k in ("per_action_mpjpe_mm", "flops_uncounted_ops", "flops_counters_missing"):
         if k in rec:
             row[k] = json.dumps(rec[k], sort_keys=True)
     return row

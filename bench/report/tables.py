@@ -80,8 +80,22 @@ def _efficiency(t: pd.DataFrame) -> List[Table]:
         part = part if part["pipeline"].nunique() > 1 else part.drop(columns="pipeline")
         on = "" if device == "cpu" else f", on {device}"
         out.append(_table("efficiency", f"Efficiency ({preset} preset, {data} data{on})",
-                          part[[c for c in cols if c in part]]))
+                          part[[c for c in cols if c in part]], note=_tra_note(part)))
     return out
+
+
+def _tra_note(part: pd.DataFrame) -> str:
+    """Why learnable recovery trails where it does, said next to the numbers (a newcomer reads +40 mm as
+    "TRA is broken")."""
+    tra = part[(part["recoverer"] == "attention") & part["MPJPE"].notna()] if "MPJPE" in part else part.iloc[:0]
+    free = part[part["recoverer"].isin(["interpolation", "nearest"]) & part["MPJPE"].notna()] if "MPJPE" in part else tra
+    if tra.empty or free.empty or tra["MPJPE"].min() <= free["MPJPE"].max():
+        return ""
+    return ("TRA (recoverer attention) learns to restore the frames from zero-initialised queries, and the "
+            "parameter-free recoverers (interpolation, nearest) need no training: at a short training budget "
+            "like this grid's, TRA's ΔMPJPE measures the budget more than the method (the papers train for "
+            "hundreds of epochs). The finetune_vs_zeroshot study compares recoverers at equal budgets, with "
+            "position-aware queries (recoverer.args.query_init=pos) too.")
 
 
 def _label(key) -> str:
@@ -183,11 +197,41 @@ def _modes(t: pd.DataFrame, df: pd.DataFrame) -> List[Table]:
     return out
 
 
+# record field -> column of the flops_conventions table (per clip; the unit is in the name)
+CONVENTION_COLUMNS = {"gflops": "vptbench GFLOPs", "gflops_total": "vptbench total GFLOPs",
+                      "fvcore_gmacs": "fvcore GMACs", "thop_gmacs": "thop GMACs", "torchprofile_gmacs": "torchprofile GMACs",
+                      "ptflops_gmacs": "ptflops GMACs", "flopcounter_gflops": "FlopCounterMode GFLOPs"}
+
+
+def _flops_conventions(df: pd.DataFrame) -> List[Table]:
+    """Each model under every counter users meet, per clip at batch 1 (divide by `frames out` for per frame)."""
+    counted = [c for c in CONVENTION_COLUMNS if c not in ("gflops", "gflops_total")]
+    if not any(c in df and df[c].notna().any() for c in counted):
+        return []
+    ok = df[(df["status"] == "ok") & df["gflops"].notna()].drop_duplicates(
+        ["backbone", "preset", "pipeline", "pruner", "recoverer", "schedule"])
+    out = []
+    for (backbone, preset), part in ok.groupby(["backbone", "preset"], sort=False):
+        frame = pd.DataFrame({"method": part.apply(method_name, axis=1).str.replace(r" \[\w+\]$", "", regex=True),
+                              "schedule (tokens@layer)": part["schedule"].map(stages_label),
+                              "frames out": part.get("frames_out", part["frames"])})
+        for col, name in CONVENTION_COLUMNS.items():
+            frame[name] = part[col].to_numpy() if col in part else np.nan
+        frame = frame.sort_values(["method", "schedule (tokens@layer)"]).reset_index(drop=True)
+        fmt = {c: "{:.3f}" for c in CONVENTION_COLUMNS.values()} | {"frames out": "{:.0f}"}
+        out.append(Table("flops_conventions", f"Computation under every counter ({backbone}, {preset} preset)", frame,
+                         fmt=fmt, note="Per clip at batch 1. MACs = multiply-accumulates, FLOPs = 2 x MACs; "
+                                       "vptbench GFLOPs counts Linear/Conv layers only (the HoT tables), total every "
+                                       "op; thop and ptflops see modules, fvcore, torchprofile and FlopCounterMode "
+                                       "traced ops. Per output frame: divide by `frames out`."))
+    return out
+
+
 def build_tables(df: pd.DataFrame) -> List[Table]:
     t = efficiency_table(df)
     if t.empty:
         return []
-    tables = _efficiency(t)
+    tables = _efficiency(t) + _flops_conventions(df)
     pruned = t[(t["pruner"] != "none") & (t["pipeline"] == "seq2seq")]
     # pruner x recoverer: MPJPE at each schedule
     tables += _pivots(pruned.assign(**{"pruner / recoverer": pruned["pruner"]}), "pruner / recoverer", "recoverer",
