@@ -11,7 +11,6 @@ import torch
 
 from backbones import create_hourglass
 from backbones.hourglass import PRUNERS, RECOVERERS, KeepPruner, PruneContext, TokenState, check_hourglass
-from backbones.hourglass.merging import MergePruner
 from backbones.hourglass.spectral import dct_basis
 from bench import cli
 from bench.store import ResultStore
