@@ -12,6 +12,7 @@ loads it when present, so delete the file to retrain); training resumes from `ru
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -26,6 +27,7 @@ from typing import Any, Dict, Tuple
 import torch
 
 import backbones
+from backbones.hourglass import PRUNERS, RECOVERERS
 from . import __version__
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, DataCfg, PrunerCfg, RecovererCfg
@@ -129,7 +131,16 @@ def _describe(cfg: Config) -> Dict[str, Any]:
             "depth": bcfg.depth, "pruner": cfg.pruner.name, "recoverer": cfg.recoverer.name,
             "schedule": [list(stage) for stage in cfg.schedule], "pipeline": cfg.pipeline.name, "data": cfg.data.name,
             "data_label": cfg.data.label, "seed": cfg.seed, "mode": cfg.mode, "experiment": cfg.experiment,
-            "device": device_kind(cfg.device)}
+            "device": device_kind(cfg.device), "pruner_args": _options_label(PRUNERS, cfg.pruner),
+            "recoverer_args": _options_label(RECOVERERS, cfg.recoverer)}
+
+
+def _options_label(registry, strategy) -> str:
+    """`query_init=pos`: a strategy's options that differ from its defaults ("" for none), so that tables and
+    compare tell a variant (position-aware TRA) from the strategy as published."""
+    options, default = registry.options(strategy.name, dict(strategy.args)), registry.get(strategy.name).Options()
+    return ",".join(f"{f.name}={getattr(options, f.name)}" for f in dataclasses.fields(options)
+                    if getattr(options, f.name) != getattr(default, f.name))
 
 
 def has_metric(rec: Dict[str, Any] | None, metric: str) -> bool:

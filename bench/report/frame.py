@@ -27,7 +27,7 @@ FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops", "flo
 CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "mode", "device",
                 "seed"]
 # columns records written before they existed lack, and the value those records meant
-DEFAULTED = {"mode": "scratch", "device": "cpu"}
+DEFAULTED = {"mode": "scratch", "device": "cpu", "pruner_args": "", "recoverer_args": ""}
 METRICS = list(METRIC_RANGES)
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,11 @@ def _default_mode(df: pd.DataFrame) -> None:
         df["variant"] = df["variant"].fillna("")
     for col, value in DEFAULTED.items():
         df[col] = df[col].fillna(value) if col in df else value
+    for name in ("pruner", "recoverer"):  # a variant (non-default options) is a strategy of its own in every table
+        if name in df:
+            args = df[f"{name}_args"].astype(str)
+            labelled = ~df[name].astype(str).str.endswith(")")
+            df[name] = df[name].where((args == "") | ~labelled, df[name].astype(str) + "(" + args + ")")
 
 
 def method_name(row) -> str:

@@ -87,7 +87,7 @@ def _efficiency(t: pd.DataFrame) -> List[Table]:
 def _tra_note(part: pd.DataFrame) -> str:
     """Why learnable recovery trails where it does, said next to the numbers (a newcomer reads +40 mm as
     "TRA is broken")."""
-    tra = part[(part["recoverer"] == "attention") & part["MPJPE"].notna()] if "MPJPE" in part else part.iloc[:0]
+    tra = part[part["recoverer"].str.startswith("attention") & part["MPJPE"].notna()] if "MPJPE" in part else part.iloc[:0]
     free = part[part["recoverer"].isin(["interpolation", "nearest"]) & part["MPJPE"].notna()] if "MPJPE" in part else tra
     if tra.empty or free.empty or tra["MPJPE"].min() <= free["MPJPE"].max():
         return ""
