@@ -82,8 +82,12 @@ def test_missing_field_and_huge_values_are_short():
 
 def test_schema_knows_every_metric_a_cell_writes():
     from bench.cell import METRIC_FIELDS  # imports torch: the schema itself must not
+    from bench.measure.conventions import CONVENTIONS
 
-    assert set(METRICS) == {f for fields in METRIC_FIELDS.values() for f in fields}
+    grouped = {f for fields in METRIC_FIELDS.values() for f in fields}
+    # the flops metric also writes each third-party counter's figure (paper and total are gflops/gflops_total)
+    counters = {f"{c.key}_g{c.unit.lower()}" for c in CONVENTIONS if c.key not in ("paper", "total")}
+    assert set(METRICS) == grouped | counters
 
 
 @pytest.fixture
