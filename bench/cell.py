@@ -144,9 +144,17 @@ def _options_label(registry, strategy) -> str:
 
 
 def has_metric(rec: Dict[str, Any] | None, metric: str) -> bool:
-    """The record holds `metric` (all its fields), or for speed a recorded skip (out of memory at that batch)."""
+    """The record holds `metric` (all its fields), or for speed a recorded skip (out of memory at that batch).
+    FLOPs also need the other counters' pass (`flops_counters_missing` is written by it, their values may be
+    null when not installed): a record from before it, or missing a counter installed since, gets them on the
+    next run, the rest of the record kept."""
     if not rec:
         return False
+    if metric == "flops":
+        from .measure.conventions import installed_since
+
+        if not isinstance(rec.get("flops_counters_missing"), list) or installed_since(rec["flops_counters_missing"]):
+            return False
     return all(rec.get(f) is not None for f in METRIC_FIELDS[metric]) or (metric == "speed" and
                                                                           bool(rec.get("speed_skipped")))
 

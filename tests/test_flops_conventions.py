@@ -93,3 +93,36 @@ def test_hot_fig1_report_has_the_flops_conventions_table(tmp_path, capsys):
     assert md.count("### Computation under every counter") == 5  # one per backbone
     rows = [line.split("|")[4:-1] for line in md.splitlines() if line.startswith("| ") and "method" not in line]
     assert rows and all(float(cell) > 0 for row in rows for cell in row)  # every counter counted every model
+
+
+def test_a_record_from_before_the_counters_gets_them_on_the_next_run(tmp_path):
+    """A store written before the convention fields existed: re-running the grid counts them into the
+    records (a FLOPs pass, cheap) and keeps every other metric; afterwards the cells are complete."""
+    import json
+
+    from bench.cell import has_metric
+
+    store = tmp_path / "store"
+    args = ["run", "preset=tiny", "metrics=[params,flops]", f"store={store}"]
+    assert cli.main(args) == 0
+    (path,) = store.glob("*.json")
+    rec = json.loads(path.read_text())
+    assert has_metric(rec, "flops") and "flops_counters_missing" in rec
+    old = {k: v for k, v in rec.items() if not k.endswith(("_gmacs", "_gflops")) and k != "flops_counters_missing"}
+    old["params_m"] = 123.0  # marks the record: a full rerun would overwrite it
+    path.write_text(json.dumps(old))
+    assert not has_metric(old, "flops")  # gflops alone is not the whole metric any more
+    assert cli.main(args) == 0
+    new = json.loads(path.read_text())
+    assert new["params_m"] == 123.0 and "flops_counters_missing" in new and new["fvcore_gmacs"] > 0
+    assert new["flopcounter_gflops"] == pytest.approx(rec["flopcounter_gflops"])
+
+
+@needs_extra
+def test_a_counter_installed_since_the_record_completes_it():
+    from bench.cell import has_metric
+
+    rec = {"gflops": 1.0, "gflops_total": 1.2, "flops_counters_missing": []}
+    assert has_metric(rec, "flops")
+    # written where thop was not installed: complete there, incomplete here where it is
+    assert not has_metric(dict(rec, thop_gmacs=None, flops_counters_missing=["thop"]), "flops")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ import torch.nn as nn
 
 from .inputs import Inputs, as_inputs
 
-__all__ = ["CONVENTIONS", "Convention", "ConventionCounts", "count_conventions", "record_fields", "INSTALL_HINT"]
+__all__ = ["CONVENTIONS", "Convention", "ConventionCounts", "count_conventions", "record_fields", "installed_since",
+           "INSTALL_HINT"]
 
 INSTALL_HINT = "pip install -e '.[flops]' (thop, torchprofile, ptflops, pinned)"
 
@@ -121,7 +123,12 @@ def _fvcore_default(model, inputs):
         return float(fca.total())
 
 
-THIRD_PARTY = {"thop": _thop, "torchprofile": _torchprofile, "ptflops": _ptflops}
+THIRD_PARTY = {"thop": _thop, "torchprofile": _torchprofile, "ptflops": _ptflops}  # key = the module's name
+
+
+def installed_since(missing: List[str]) -> List[str]:
+    """The counters a record lists as not installed that are importable now (the record can be completed)."""
+    return [k for k in missing if k in THIRD_PARTY and importlib.util.find_spec(k) is not None]
 
 
 def count_conventions(model: nn.Module, inputs: Inputs, frames_out: int, paper_gflops: Optional[float] = None,

@@ -20,6 +20,7 @@ from .tables import efficiency_table  # noqa: E402
 __all__ = ["write_plots", "pareto_front"]
 
 MARKERS = {"cluster": "o", "attention": "s", "uniform": "^", "motion": "D"}
+OFF_SCALE = 2.5  # the Pareto plot's MPJPE axis stops at this multiple of the baseline's
 
 
 def _theme():
@@ -31,8 +32,9 @@ def _save(fig, out: Path, stem: str, tight: bool = True) -> List[Path]:
     if tight:
         fig.tight_layout()
     paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
-    fig.savefig(paths[0], dpi=200)
-    fig.savefig(paths[1], metadata={"CreationDate": None})  # reproducible bytes: regenerating changes nothing
+    # bbox_inches="tight" grows the canvas to hold a legend placed outside the axes
+    fig.savefig(paths[0], dpi=200, bbox_inches="tight")
+    fig.savefig(paths[1], metadata={"CreationDate": None}, bbox_inches="tight")  # reproducible bytes
     plt.close(fig)
     return paths
 
@@ -78,10 +80,13 @@ def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
     recoverers = sorted(set(t.loc[t["pruner"] != "none", "recoverer"]))
     colours = dict(zip(recoverers, sns.color_palette("deep", len(recoverers))))
     markers = _markers(t.loc[t["pruner"] != "none", "pruner"].unique())
-    fig, axes = plt.subplots(len(models), len(modes), figsize=(4.6 * len(modes) + 1.8, 4.0 * len(models)),
+    fig, axes = plt.subplots(len(models), len(modes), figsize=(4.6 * len(modes), 4.0 * len(models)),
                              squeeze=False, sharey="row")
     for r, model in enumerate(models):
         base = t[(t["model"] == model) & (t["pruner"] == "none")]
+        # one broken cell (e.g. a zero-shot strategy 4x worse) would flatten every other point of the row:
+        # the axis stops at OFF_SCALE x the baseline and points above it sit on the top edge, labelled
+        top = OFF_SCALE * base["MPJPE"].max() if len(base) else np.inf
         for c, mode in enumerate(modes):
             ax = axes[r][c]
             part = pd.concat([base, t[(t["model"] == model) & (t["pruner"] != "none") & (t["mode"] == mode)]])
@@ -92,8 +97,12 @@ def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
             for (pruner, rec), grp in part[part["pruner"] != "none"].groupby(["pruner", "recoverer"]):
                 hier = grp["stages"] > 1
                 for filled, sub in ((True, grp[~hier]), (False, grp[hier])):
-                    ax.scatter(sub["GFLOPs"], sub["MPJPE"], marker=markers[pruner], s=46, zorder=3,
-                               facecolors=colours[rec] if filled else "white", edgecolors=colours[rec], linewidths=1.2)
+                    ax.scatter(sub["GFLOPs"], sub["MPJPE"].clip(upper=top), marker=markers[pruner], s=46, zorder=3,
+                               facecolors=colours[rec] if filled else "white", edgecolors=colours[rec], linewidths=1.2,
+                               clip_on=False)
+                for x, y in grp.loc[grp["MPJPE"] > top, ["GFLOPs", "MPJPE"]].itertuples(index=False):
+                    ax.annotate(f"{y:.0f} mm ↑", (x, top), xytext=(6, -4), textcoords="offset points", fontsize=7,
+                                color=colours[rec], va="top")
             ax.scatter(base["GFLOPs"], base["MPJPE"], marker="*", s=260, color="0.2", edgecolors="black", zorder=4)
             ax.set_title(f"{model}, {mode}" if len(models) > 1 else mode)
             ax.set_xlabel("GFLOPs per clip")
@@ -101,15 +110,17 @@ def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
                 ax.set_ylabel("MPJPE (mm) ↓")
             if t["GFLOPs"].max() / t["GFLOPs"].min() > 20:
                 ax.set_xscale("log")
+            if (part["MPJPE"] > top).any():
+                ax.set_ylim(top=top)
     handles = [plt.Line2D([], [], ls="", marker="o", ms=8, color=colours[rc], label=f"recoverer: {rc}") for rc in recoverers]
     handles += [plt.Line2D([], [], ls="", marker=markers[p], color="0.5", label=f"pruner: {p}") for p in sorted(markers)]
     handles += [plt.Line2D([], [], ls="", marker="*", ms=13, color="0.2", mec="black", label="unpruned baseline"),
                 plt.Line2D([], [], ls="-", marker="o", ms=12, mfc="none", color="0.35", label="Pareto front")]
     if (t["stages"] > 1).any():
         handles += [plt.Line2D([], [], ls="", marker="o", mfc="white", mec="0.5", label="hierarchical (open)")]
-    fig.legend(handles=handles, fontsize=8, frameon=True, loc="center right")
     fig.suptitle("Accuracy vs computation")
-    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))  # room for the legend on the right
+    fig.tight_layout()
+    fig.legend(handles=handles, fontsize=8, frameon=True, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, out, "pareto_flops_mpjpe", tight=False)
 
 
