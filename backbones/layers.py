@@ -5,16 +5,33 @@ projection split [q | k | v] head-major, scale d**-0.5, softmax, heads concatena
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import contextlib
+import contextvars
+from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Attention", "CrossAttention", "Mlp", "DropPath", "Block", "PoseBackbone", "attend"]
+__all__ = ["Attention", "CrossAttention", "Mlp", "DropPath", "Block", "PoseBackbone", "attend", "attention_kernels"]
 
 
-CPU_EXPLICIT_MAX_KEYS = 32  # up to this many keys, explicit softmax(q k^T) v beats fused SDPA on a CPU
+CPU_EXPLICIT_MAX_KEYS = 32  # the default rule: up to this many keys on a CPU, the explicit product
+# (q, k, v) -> "sdpa" | "explicit" | None (no opinion: the default rule); set by `attention_kernels`
+KernelChooser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Optional[str]]
+_CHOOSER: contextvars.ContextVar[Optional[KernelChooser]] = contextvars.ContextVar("attention_kernel", default=None)
+
+
+@contextlib.contextmanager
+def attention_kernels(choose: KernelChooser) -> Iterator[None]:
+    """Within the block, `choose(q, k, v)` picks the kernel of every `attend` call that needs no weights.
+    The maths is the same either way; the timing path (bench.measure.fastpath) uses this to run each
+    attention shape on the kernel it measured faster on the machine at hand."""
+    token = _CHOOSER.set(choose)
+    try:
+        yield
+    finally:
+        _CHOOSER.reset(token)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool = False):
@@ -22,13 +39,20 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool
 
     The fused SDPA kernel returns no weights, so when a caller needs them (an attention-score pruner
     reads the layer before it) the explicit path runs instead; both give the same maths.
-    On a CPU, short key sequences (the 17 joints of a spatial layer) also take the explicit path:
-    the fused CPU kernel's tiling overhead makes it 2-3x slower there (measured, torch 2.13, 2
-    threads: 17 keys 1.5 vs 4.7 ms at head dim 32), while from ~64 keys on SDPA wins.
+    Otherwise the kernel is a speed choice: inside `attention_kernels` the caller's, else a default
+    rule: on a CPU, short key sequences (the 17 joints of a spatial layer) take the explicit path, where
+    the fused CPU kernel's tiling overhead made it 2-3x slower on the CPU this was first measured on
+    (torch 2.13, 2 threads: 17 keys 1.5 vs 4.7 ms at head dim 32). Other CPUs differ (an Intel Xeon with
+    AMX runs SDPA 1.6x faster at 17 keys and head dim 64), which is why timing measures per shape.
     Returns (out (..., H, N, Dv), weights (..., H, N, M) or None).
     """
-    if not need_weights and (k.shape[-2] > CPU_EXPLICIT_MAX_KEYS or q.device.type != "cpu"):
-        return F.scaled_dot_product_attention(q, k, v), None
+    if not need_weights:
+        choose = _CHOOSER.get()
+        kernel = choose(q, k, v) if choose is not None else None
+        if kernel is None:
+            kernel = "sdpa" if k.shape[-2] > CPU_EXPLICIT_MAX_KEYS or q.device.type != "cpu" else "explicit"
+        if kernel == "sdpa":
+            return F.scaled_dot_product_attention(q, k, v), None
     attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
     return attn @ v, (attn if need_weights else None)
 

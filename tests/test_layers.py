@@ -151,3 +151,30 @@ def test_every_model_is_built_from_plain_torch_modules():
             if issubclass(cls, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv1d, torch.nn.Conv2d,
                                 torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.GELU)):
                 assert cls.__module__.startswith("torch.nn"), f"{name}: {cls.__module__}.{cls.__name__}"
+
+
+@pytest.mark.parametrize("kernel", ["sdpa", "explicit"])
+@pytest.mark.parametrize("keys", [5, layers.CPU_EXPLICIT_MAX_KEYS + 8])
+def test_attention_kernels_route_every_call_without_weights(monkeypatch, kernel, keys):
+    """Inside `attention_kernels(choose)`, `choose(q, k, v)` decides the kernel, whatever the default rule
+    would pick; calls that need the weights stay explicit; outside, the default rule is back."""
+    seen = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", lambda *a, **kw: seen.append(1) or real(*a, **kw))
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 7, 8), torch.randn(2, 4, keys, 8), torch.randn(2, 4, keys, 8)
+    expected, _ = attend(q, k, v, need_weights=True)
+    default_sdpa = keys > layers.CPU_EXPLICIT_MAX_KEYS
+    with layers.attention_kernels(lambda q_, k_, v_: kernel):
+        out, _ = attend(q, k, v)
+        assert len(seen) == (kernel == "sdpa")
+        attend(q, k, v, need_weights=True)
+        assert len(seen) == (kernel == "sdpa")
+        seen.clear()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    attend(q, k, v)
+    assert len(seen) == default_sdpa
+    with layers.attention_kernels(lambda *a: None):  # no opinion: the default rule
+        seen.clear()
+        attend(q, k, v)
+        assert len(seen) == default_sdpa

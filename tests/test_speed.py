@@ -169,7 +169,7 @@ def test_onednn_linears_live_only_in_the_timing_copy(monkeypatch):
     model = create("mixste", preset="tiny").eval()
     x = torch.randn(2, 27, 17, 2)
     run, inputs, label = fastpath.timing_model(model, (x,), "fp32", "cpu")
-    assert label == "fp32, oneDNN linear" and run is not model
+    assert label.startswith("fp32, oneDNN linear, attention sdpa ") and run is not model
     assert all(type(m) is not fastpath.OneDNNLinear for m in model.modules())  # the model stays plain
     with torch.inference_mode():
         assert "mkldnn::_linear_pointwise" in _ops_run(lambda: run(*inputs))
@@ -188,6 +188,45 @@ def test_gemm_path_is_measured_not_assumed(monkeypatch):
     assert fastpath.gemm_path(calls, torch.bfloat16) == "aten"  # only fp32 has the choice
 
 
+def test_attention_kernel_is_measured_per_shape_not_assumed(monkeypatch):
+    """Each distinct attention shape of the forward is timed on both kernels; the timing copy runs each on
+    the faster one (same outputs); the label says how many shapes took SDPA."""
+    from backbones import create, layers
+    from bench.measure import fastpath
+
+    model = create("mixste", preset="tiny").eval()  # spatial (17 keys) and temporal (27 keys) attention
+    x = torch.randn(2, 27, 17, 2)
+    calls = fastpath.forward_calls(model, (x,))
+    shapes = {(tuple(c[1]), tuple(c[2])) for c in calls if c[0] == "attention"}
+    assert {k[-2] for _, k in shapes} == {17, 27} and sum(c[0] == "attention" for c in calls) == 2 * 4  # depth 4
+
+    def fake_best_of(fn, repeats=5):  # SDPA faster for 17 keys only, whatever this CPU would say
+        seen = []
+        real = layers.F.scaled_dot_product_attention
+        monkeypatch.setattr(layers.F, "scaled_dot_product_attention", lambda *a: seen.append(a[1].shape[-2]) or real(*a))
+        fn()
+        monkeypatch.setattr(layers.F, "scaled_dot_product_attention", real)
+        keys = seen[0] if seen else None
+        return 1.0 if keys == 17 else 2.0 if keys else 1.5
+
+    monkeypatch.setattr(fastpath, "_best_of", fake_best_of)
+    table = fastpath.attention_kernel_table(calls)
+    assert sorted(table.values()) == ["explicit", "sdpa"]
+    assert {k[1][-2]: v for k, v in table.items()} == {17: "sdpa", 27: "explicit"}
+    run, inputs, label = fastpath.timing_model(model, (x,), "fp32", "cpu", calls)
+    assert label.endswith(", attention sdpa 1/2 shapes") and isinstance(run, fastpath.AttentionKernels)
+    used = []
+    real = layers.F.scaled_dot_product_attention
+    monkeypatch.setattr(layers.F, "scaled_dot_product_attention", lambda *a: used.append(a[1].shape[-2]) or real(*a))
+    with torch.inference_mode():
+        torch.testing.assert_close(run(*inputs), model(x), atol=1e-5, rtol=1e-5)
+    assert used and set(used) == {17}  # 27 keys stayed explicit; 17 keys would be explicit by the default rule
+    assert fastpath.timing_model(model, (x,), "fp32", "cpu", calls, attention=False)[2].endswith("linear")
+    times = iter([1.05, 1.0] * 3 * 2)  # explicit 5 % faster: within the margin, a tie goes to SDPA every time
+    monkeypatch.setattr(fastpath, "_best_of", lambda fn, repeats=5: next(times))
+    assert set(fastpath.attention_kernel_table(calls).values()) == {"sdpa"}
+
+
 def test_bf16_times_a_bf16_copy_and_outputs_move_by_its_rounding():
     from backbones import create
     from bench.measure import fastpath
@@ -195,7 +234,7 @@ def test_bf16_times_a_bf16_copy_and_outputs_move_by_its_rounding():
     model = create("mixste", preset="tiny").eval()
     x = torch.randn(2, 27, 17, 2)
     run, (xb,), label = fastpath.timing_model(model, (x,), "bf16", "cpu")
-    assert label == "bf16 weights and activations" and xb.dtype == torch.bfloat16
+    assert label.startswith("bf16 weights and activations, attention") and xb.dtype == torch.bfloat16
     assert {p.dtype for p in run.parameters()} == {torch.bfloat16} and {p.dtype for p in model.parameters()} == {torch.float32}
     with torch.inference_mode():
         ref, out = model(x), run(xb).float()
@@ -215,7 +254,7 @@ def test_floor_counts_every_linear_call_and_efficiency_is_its_share(monkeypatch)
             return self.b(torch.relu(self.a(self.a(x))))  # `a` runs twice
 
     m = Two().eval()
-    calls = fastpath.linear_calls(m, (torch.randn(32, 64),))
+    calls = fastpath.forward_calls(m, (torch.randn(32, 64),))
     assert [(c[1], c[2]) for c in calls] == [((32, 64), (64, 64))] * 2 + [((32, 64), (8, 64))]
     assert gemm_floor_s(calls, torch.float32) > 0
     monkeypatch.setattr(floor, "_median_s", lambda fn, repeats, sync: 1.0)  # count, not time: each call 1 s

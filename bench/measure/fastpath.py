@@ -13,21 +13,31 @@ timing (`speed_path`):
 - bf16 / fp16: what deployment does: the copy holds its weights and runs its activations in that dtype
   (inputs are cast), not autocast around fp32 weights. Outputs then move against fp32 by the
   precision's rounding (bf16: about 1e-2 relative).
+- attention on a CPU: fused SDPA or the explicit softmax(q k^T) v, whichever ran each of the forward's
+  attention shapes faster here (`attention_kernel_table`, same shapes, strides and dtype). Which wins
+  depends on the CPU, the key count and the head dim (on an Intel Xeon with AMX, fp32: SDPA 2.3 vs 3.6 ms
+  for MixSTE's 17-key spatial attention at head dim 64, explicit 4.6 vs 8.2 ms for the tiny preset's
+  27-key temporal attention at head dim 8), so it is measured, not assumed.
 """
 from __future__ import annotations
 
 import copy
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backbones.layers import attend, attention_kernels
+
 from ..precision import dtype_of
 
-__all__ = ["OneDNNLinear", "timing_model", "gemm_path", "onednn_available", "linear_calls"]
+__all__ = ["OneDNNLinear", "timing_model", "gemm_path", "onednn_available", "forward_calls", "attention_kernel_table"]
 ONEDNN_MARGIN = 1.05  # oneDNN must be this much faster to be used (below it, keep torch's default path)
+# the explicit attention product must be this much faster than fused SDPA to be used: near-ties would
+# otherwise flip from cell to cell with the timer's noise and make cells of the same shapes disagree
+EXPLICIT_MARGIN = 1.10
 
 
 def onednn_available() -> bool:
@@ -50,9 +60,10 @@ class OneDNNLinear(nn.Module):
         return _onednn_linear(x, self.weight, self.bias)
 
 
-def linear_calls(model: nn.Module, inputs: tuple) -> List[Tuple[str, torch.Size, torch.Size, bool, dict]]:
-    """(kind, input shape, weight shape, has bias, conv settings) of every Linear/Conv call of one forward,
-    in call order: what the GEMM floor and the path choice time."""
+def forward_calls(model: nn.Module, inputs: tuple) -> List[Tuple[str, torch.Size, torch.Size, bool, dict]]:
+    """What one forward computes, in call order: every Linear/Conv call as (kind, input shape, weight
+    shape, has bias, conv settings) -- what the GEMM floor and the path choice time -- and every attention
+    call without weights as ("attention", q shape, k shape, False, {"v": v shape, "stride": strides})."""
     calls = []
 
     def hook(mod, args, _out):
@@ -63,10 +74,15 @@ def linear_calls(model: nn.Module, inputs: tuple) -> List[Tuple[str, torch.Size,
         else:
             calls.append(("linear", x.shape, mod.weight.shape, mod.bias is not None, {}))
 
+    def attention(q, k, v):
+        calls.append(("attention", q.shape, k.shape, False,
+                      {"v": tuple(v.shape), "stride": (q.stride(), k.stride(), v.stride())}))
+        return None  # no opinion: the model's own rule runs
+
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, OneDNNLinear))]
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_kernels(attention):
             model(*inputs)
     finally:
         for h in handles:
@@ -99,21 +115,64 @@ def gemm_path(calls, dtype: torch.dtype = torch.float32) -> str:
     return "onednn" if aten > ONEDNN_MARGIN * onednn else "aten"
 
 
+def attention_kernel_table(calls, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Dict[tuple, str]:
+    """(q, k, v shapes) -> 'sdpa' or 'explicit': the kernel that ran each distinct attention call of
+    `calls` faster here, timed on fresh tensors of its shapes, strides and `dtype` (best of 3 x 3,
+    alternating); SDPA unless the explicit product wins by more than EXPLICIT_MARGIN."""
+    table: Dict[tuple, str] = {}
+    for kind, qs, ks, _, extra in calls:
+        key = (tuple(qs), tuple(ks), extra.get("v"))
+        if kind != "attention" or key in table:
+            continue  # Linear/Conv calls, or a shape already timed
+        q, k, v = (torch.empty_strided(shape, stride, dtype=dtype, device=device).normal_()
+                   for shape, stride in zip(key, extra["stride"]))
+        times = {"sdpa": float("inf"), "explicit": float("inf")}
+        for _ in range(3):  # alternate, so a drift of the machine's speed hits both kernels alike
+            for kernel in times:
+                with torch.inference_mode(), attention_kernels(lambda *_, kernel=kernel: kernel):
+                    times[kernel] = min(times[kernel], _best_of(lambda: attend(q, k, v), repeats=3))
+        table[key] = "explicit" if times["sdpa"] > EXPLICIT_MARGIN * times["explicit"] else "sdpa"
+    return table
+
+
+class AttentionKernels(nn.Module):
+    """The timing copy's forward with each attention shape on the kernel `table` chose for it."""
+
+    def __init__(self, model: nn.Module, table: Dict[tuple, str]):
+        super().__init__()
+        self.model, self.table = model, table
+
+    def _choose(self, q, k, v) -> Optional[str]:
+        return self.table.get((tuple(q.shape), tuple(k.shape), tuple(v.shape)))
+
+    def forward(self, *args, **kwargs):
+        with attention_kernels(self._choose):
+            return self.model(*args, **kwargs)
+
+
 def timing_model(model: nn.Module, inputs: tuple, precision: str, device: str,
-                 calls: Optional[list] = None) -> Tuple[nn.Module, tuple, str]:
+                 calls: Optional[list] = None, attention: bool = True) -> Tuple[nn.Module, tuple, str]:
     """(the model to time, its inputs, the path's label). The original model is left untouched. `calls`:
-    the model's `linear_calls` when the caller already captured them (one forward fewer)."""
+    the model's `forward_calls` when the caller already captured them (one forward fewer). `attention`:
+    choose each attention shape's kernel by measurement (off under torch.compile, which picks its own)."""
     dtype = dtype_of(precision)
     run = model
     if dtype != torch.float32:
         run = copy.deepcopy(model).to(dtype)
         inputs = tuple(x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
     label = f"{precision} weights and activations" if dtype != torch.float32 else "fp32"
-    if torch.device(device).type == "cpu" and dtype == torch.float32:
-        path = gemm_path(calls if calls is not None else linear_calls(model, inputs), dtype)
+    if torch.device(device).type != "cpu":
+        return run, inputs, label
+    calls = calls if calls is not None else forward_calls(run, inputs)
+    if dtype == torch.float32:
+        path = gemm_path(calls, dtype)
         if path == "onednn":
             run = _with_onednn_linears(model)
         label += ", oneDNN linear" if path == "onednn" else ", aten linear"
+    table = attention_kernel_table(calls, dtype) if attention else {}
+    if table:
+        run = AttentionKernels(run, table)
+        label += f", attention sdpa {sum(k == 'sdpa' for k in table.values())}/{len(table)} shapes"
     return run, inputs, label
 
 

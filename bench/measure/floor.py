@@ -42,13 +42,13 @@ def _median_s(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) 
 
 
 def gemm_floor_s(calls: List[tuple], dtype: torch.dtype, device: str = "cpu", repeats: int = 5) -> float:
-    """Seconds of one forward's Linear/Conv calls (`fastpath.linear_calls`) run alone: each distinct call
+    """Seconds of one forward's Linear/Conv calls (`fastpath.forward_calls`) run alone: each distinct call
     timed on fresh tensors of its shapes (median of `repeats`), times how often the forward makes it.
     On a CPU in fp32 each Linear takes the faster of torch's and oneDNN's product."""
     cuda = torch.device(device).type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     counts: Dict[tuple, int] = Counter((c[0], tuple(c[1]), tuple(c[2]), c[3], tuple(sorted(c[4].items())))
-                                       for c in calls)
+                                       for c in calls if c[0] in ("linear", "conv"))
     total = 0.0
     with torch.inference_mode():
         for key, n in counts.items():

@@ -27,7 +27,7 @@ import torch.nn as nn
 from ..devices import is_out_of_memory
 from ..precision import dtype_of
 from ..records import METRIC_GROUPS
-from .fastpath import linear_calls, timing_model
+from .fastpath import forward_calls, timing_model
 from .floor import gemm_floor_s
 from .inputs import as_inputs
 
@@ -81,8 +81,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
         torch.backends.cudnn.benchmark = cuda  # cuDNN picks its fastest kernels during the warm-up
         inputs = as_inputs(make_input(batch_size))
         inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
-        calls = linear_calls(model, inputs)  # one untimed forward: the GEMM path choice and the floor use it
-        run, inputs, path = timing_model(model, inputs, precision, device, calls)
+        calls = forward_calls(model, inputs)  # one untimed forward: the GEMM path choice and the floor use it
+        run, inputs, path = timing_model(model, inputs, precision, device, calls, attention=not compile)
         if compile:
             run = _compile(run)
             path += ", torch.compile"
