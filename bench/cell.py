@@ -338,7 +338,12 @@ def run_cell(cfg: Config) -> Dict[str, Any]:
     if not todo and previous is not None:
         log.info("cell %s (%s) already in the store: skipped", key, cell_label(cfg))
         return dict(previous, skipped=True)
-    base = dict(previous) if previous and previous.get("status") == "ok" and not cfg.rerun else {}
+    # a finished record keeps what this run does not recompute (rerun=true metrics=[speed] re-times a
+    # cell without losing its accuracy); a failed one starts afresh
+    base = dict(previous) if previous and previous.get("status") == "ok" else {}
+    for metric in todo if cfg.rerun else ():
+        for f in METRIC_FIELDS[metric]:
+            base.pop(f, None)
     record: Dict[str, Any] = {**base, "key": key, **_describe(cfg), "config": identity}
     record.pop("error", None)
     log.info("cell %s (%s): %s", key, cell_label(cfg), ", ".join(todo))

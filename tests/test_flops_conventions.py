@@ -126,3 +126,18 @@ def test_a_counter_installed_since_the_record_completes_it():
     assert has_metric(rec, "flops")
     # written where thop was not installed: complete there, incomplete here where it is
     assert not has_metric(dict(rec, thop_gmacs=None, flops_counters_missing=["thop"]), "flops")
+
+
+def test_rerun_recomputes_the_metrics_asked_for_and_keeps_the_others(tmp_path):
+    """`rerun=true metrics=[flops]` on a cell that also has params: the FLOPs are counted again, the params
+    stay as they were (re-timing a finished grid must not throw its accuracy away)."""
+    import json
+
+    store = tmp_path / "store"
+    assert cli.main(["run", "preset=tiny", "metrics=[params,flops]", f"store={store}"]) == 0
+    (path,) = store.glob("*.json")
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(rec, params_m=123.0, gflops=9.0)))
+    assert cli.main(["run", "preset=tiny", "metrics=[flops]", "rerun=true", f"store={store}"]) == 0
+    new = json.loads(path.read_text())
+    assert new["params_m"] == 123.0 and new["gflops"] == pytest.approx(rec["gflops"])
