@@ -161,6 +161,10 @@ class Config:
 
         cfg = backbones.backbone_config(self.backbone.name, self.preset.name, **dict(self.backbone.overrides))
         sched = parse_schedule(self.schedule).validate(cfg.depth, cfg.num_frames)
+        if self.pruner.name == "none" or self.pipeline.name == "seq2frame":
+            from backbones.hourglass import RECOVERERS
+
+            RECOVERERS.options(self.recoverer.name, dict(self.recoverer.args))  # dropped below, typos named first
         if self.pruner.name == "none":
             # the unpruned baseline has nothing to recover: one canonical cell however a grid spells it
             sched, self.recoverer = parse_schedule(()), RecovererCfg("none")

@@ -95,6 +95,9 @@ BAD = [  # (overrides, text the one-line error must contain)
     ([*CLUSTER, "schedule=[[1,9]]", "+recoverer.args.quer_init=pos"],
      "unknown recoverer option(s) quer_init for recoverer 'attention'; valid options: query_init"),
     (["pruner=dct", "recoverer=interpolation", "schedule=[[1,9]]"], "pick recoverer=attention | idct"),
+    # the unpruned baseline and seq2frame drop the recoverer; a typo in its options is still named
+    (["pruner=none", "recoverer=attention", "+recoverer.args.quer_init=pos"], "unknown recoverer option(s) quer_init"),
+    ([*CLUSTER[:1], "pipeline=seq2frame", "schedule=[[1,9]]", "+recoverer.args.x=1"], "unknown recoverer option(s) x"),
 ]
 
 
