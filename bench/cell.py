@@ -222,22 +222,30 @@ def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device
     make = lambda b: (clip.expand(b, *clip.shape[1:]).contiguous(),)  # noqa: E731
     record.update(speed_batch=s.batch_size, speed_precision=s.precision, speed_device=str(device),
                   speed_compile=s.compile)
+    # a pruned seq2seq cell times its unpruned baseline alternately in the same run: its speed-up is then a
+    # within-run ratio, not one between records timed at different moments of a shared machine
+    pair = None
+    if cfg.pruner.name != "none" and cfg.pipeline.name == "seq2seq" and not s.compile:
+        pair = backbones.create_hourglass(cfg.backbone.name, cfg.preset.name, "none", "none", [],
+                                          backbone_args=dict(cfg.backbone.overrides), seed=cfg.seed)
     try:
         row = measure_speed(model, make, batch_size=s.batch_size, frames_out_per_clip=model.frames_out,
                             threads=s.threads, warmup=s.warmup, iters=s.iters, repeats=s.repeats,
-                            precision=s.precision, device=str(device), compile=s.compile, batch1_latency=True)
+                            precision=s.precision, device=str(device), compile=s.compile, batch1_latency=True,
+                            paired=pair)
     except Exception as e:  # noqa: BLE001 - only out-of-memory is a skip; anything else fails the cell
         if not is_out_of_memory(e):
             raise
         _free_device_memory()
         why = f"out of memory at batch {s.batch_size} on {device}; lower speed.batch_size"
         log.warning("cell %s: %s", cell_label(cfg), why)
-        record.update(dict.fromkeys(METRIC_FIELDS["speed"]), speed_skipped=why)
+        record.update(dict.fromkeys(METRIC_FIELDS["speed"]), speed_skipped=why, speedup_paired=None)
         return
     record.pop("speed_skipped", None)
     record.update({k: row[k] for k in METRIC_FIELDS["speed"]})
+    paired = row.get("paired_clips_per_s")
     record.update(speed_threads=row.get("threads", s.threads), speed_compile_s=row.get("compile_s"),
-                  speed_path=row["speed_path"])
+                  speed_path=row["speed_path"], speedup_paired=row["clips_per_s"] / paired if paired else None)
 
 
 def _free_device_memory() -> None:

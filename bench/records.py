@@ -51,6 +51,9 @@ METRICS: Dict[str, Tuple[float, bool]] = {
     "clips_per_s": (0.0, False), "frames_per_s": (0.0, False), "latency_ms": (0.0, False),
     "peak_mem_mb": (0.0, True), "speed_cv": (0.0, True), "floor_s": (0.0, False), "hw_efficiency": (0.0, False),
     "latency_b1_ms": (0.0, False),
+    # a pruned seq2seq cell's throughput over its unpruned baseline's, timed alternately in the cell's run
+    # (bench.measure.speed `paired`): not part of the speed group, as baselines have none
+    "speedup_paired": (0.0, False),
     # the same clip under other counters (bench.measure.conventions), per clip: not part of a metric group
     "fvcore_gmacs": (0.0, True), "thop_gmacs": (0.0, True), "torchprofile_gmacs": (0.0, True),
     "ptflops_gmacs": (0.0, True), "flopcounter_gflops": (0.0, True),

@@ -29,7 +29,8 @@ def test_row_fields_and_their_relations():
     row = measure_speed(nn.Linear(2, 3), _make, frames_out_per_clip=27, batch_size=4, threads=1,
                         warmup=1, iters=2, repeats=3)
     assert set(SPEED_FIELDS) | {"threads", "batch_size", "warmup", "iters", "repeats", "device", "precision",
-                                "compile", "compile_s", "speed_path"} == set(row)
+                                "compile", "compile_s", "speed_path", "paired_clips_per_s"} == set(row)
+    assert row["paired_clips_per_s"] is None  # nothing to pair with
     assert row["clips_per_s"] > 0 and row["latency_ms"] > 0 and row["speed_cv"] >= 0
     assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 27)
     assert row["clips_per_s"] == pytest.approx(4 / (row["latency_ms"] / 1e3))
@@ -264,3 +265,44 @@ def test_floor_counts_every_linear_call_and_efficiency_is_its_share(monkeypatch)
                         warmup=1, iters=2, repeats=3, batch1_latency=True)
     assert row["floor_s"] > 0 and row["hw_efficiency"] == pytest.approx(row["floor_s"] / (row["latency_ms"] / 1e3))
     assert row["latency_b1_ms"] > 0 and row["speed_path"].startswith("fp32")
+
+
+def test_a_paired_model_is_timed_alternately_in_the_same_run():
+    """`paired=`: the baseline is timed repeat by repeat between the model's own repeats, so drift of the
+    machine's speed hits both and their ratio is a within-run ratio."""
+    order = []
+
+    class Tagged(nn.Module):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag, self.fc = tag, nn.Linear(2, 3)
+
+        def forward(self, x):
+            order.append(self.tag)
+            return self.fc(x)
+
+    row = measure_speed(Tagged("a"), _make, frames_out_per_clip=27, batch_size=4, threads=1, warmup=1, iters=2,
+                        repeats=3, floor=False, paired=Tagged("b"))
+    timed = [t for t in order if t in "ab"][-12:]  # after the warm-ups: 3 repeats x 2 iters each, alternating
+    assert timed == ["a", "a", "b", "b"] * 3
+    assert row["paired_clips_per_s"] > 0 and row["clips_per_s"] > 0
+
+
+def test_a_pruned_cells_speed_up_is_timed_against_its_baseline_in_its_own_run(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from bench import cli
+
+    store = tmp_path / "store"
+    fast = ["preset=tiny", "metrics=[speed]", "speed.warmup=1", "speed.iters=1", "speed.repeats=3", f"store={store}"]
+    assert cli.main(["run", "-m", "pruner=none,cluster", "recoverer=interpolation", "schedule=[[1,9]]", *fast]) == 0
+    recs = {r["pruner"]: r for r in (json.loads(p.read_text()) for p in store.glob("*.json"))}
+    assert recs["cluster"]["speedup_paired"] > 0 and recs["none"].get("speedup_paired") is None
+    assert cli.main(["report", "--store", str(store), "--out", str(tmp_path / "rep")]) == 0
+    csv = pd.read_csv(tmp_path / "rep" / "results.csv")
+    assert csv.loc[csv["pruner"] == "cluster", "speedup_paired"].iloc[0] == pytest.approx(recs["cluster"]["speedup_paired"])
+    eff = (tmp_path / "rep" / "efficiency.md").read_text()
+    row = next(line for line in eff.splitlines() if "cluster + interpolation" in line)
+    assert f"{recs['cluster']['speedup_paired']:.3f}×" in row  # the table shows the within-run ratio

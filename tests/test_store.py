@@ -87,7 +87,8 @@ def test_schema_knows_every_metric_a_cell_writes():
     grouped = {f for fields in METRIC_FIELDS.values() for f in fields}
     # the flops metric also writes each third-party counter's figure (paper and total are gflops/gflops_total)
     counters = {f"{c.key}_g{c.unit.lower()}" for c in CONVENTIONS if c.key not in ("paper", "total")}
-    assert set(METRICS) == grouped | counters
+    # a pruned cell's speed-up over its baseline timed in the same run (baselines have none)
+    assert set(METRICS) == grouped | counters | {"speedup_paired"}
 
 
 @pytest.fixture

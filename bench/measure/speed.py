@@ -42,7 +42,7 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
                   frames_out_per_clip: int, batch_size: int = 1, threads: Optional[int] = None,
                   warmup: int = 2, iters: int = 5, repeats: int = 5, device: str = "cpu",
                   precision: str = "fp32", compile: bool = False, floor: bool = True,
-                  batch1_latency: bool = False) -> Dict:
+                  batch1_latency: bool = False, paired: Optional[nn.Module] = None) -> Dict:
     """Time `model(*make_input(batch_size))` and return one flat row (see the module docstring).
 
     Args:
@@ -58,6 +58,10 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
             `compile_s` and never counted in the throughput; the warm-up forwards follow it.
         floor: also time the forward's Linear/Conv calls alone (`floor.gemm_floor_s`).
         batch1_latency: also time single-clip forwards (`latency_b1_ms`), when batch_size > 1.
+        paired: a second model taking the same inputs (a pruned cell's unpruned baseline), put through the
+            same timing path and timed repeat by repeat between the model's own repeats, so that the drift
+            of a shared machine's speed hits both: `paired_clips_per_s`, and the ratio of the two is a
+            within-run speed-up. Not with `compile`.
 
     Returns: `clips_per_s` (batch x iters / median repeat seconds), `frames_per_s` (= clips_per_s x
     frames_out_per_clip), `latency_ms` (median time of one forward), `speed_cv` (stdev / mean of the
@@ -75,19 +79,23 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
     old_benchmark = torch.backends.cudnn.benchmark
     if threads is not None:
         torch.set_num_threads(threads)
-    compile_s = floor_s = latency_b1 = None
+    compile_s = floor_s = latency_b1 = paired_secs = None
     try:
         model.eval().to(device)
         torch.backends.cudnn.benchmark = cuda  # cuDNN picks its fastest kernels during the warm-up
         inputs = as_inputs(make_input(batch_size))
-        inputs = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
+        inputs = plain = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
         calls = forward_calls(model, inputs)  # one untimed forward: the GEMM path choice and the floor use it
         run, inputs, path = timing_model(model, inputs, precision, device, calls, attention=not compile)
         if compile:
             run = _compile(run)
             path += ", torch.compile"
             compile_s = _first_forward_s(run, inputs, cuda)
-        secs, peak_mb = _timed_repeats(run, inputs, warmup, iters, repeats, cuda)
+        if paired is None or compile:
+            secs, peak_mb = _timed_repeats(run, inputs, warmup, iters, repeats, cuda)
+        else:
+            secs, paired_secs, peak_mb = _alternated(run, timing_model(paired.eval().to(device), plain, precision,
+                                                                       device)[0], inputs, warmup, iters, repeats, cuda)
         if floor:
             floor_s = gemm_floor_s(calls, dtype, device, repeats=max(3, repeats))
         if batch1_latency and batch_size > 1:
@@ -112,7 +120,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
             "speed_cv": statistics.stdev(secs) / statistics.mean(secs) if repeats > 1 else 0.0,
             "peak_mem_mb": peak_mb, "threads": used_threads, "batch_size": batch_size, "warmup": warmup,
             "iters": iters, "repeats": repeats, "device": device, "precision": precision, "compile": compile,
-            "compile_s": compile_s}
+            "compile_s": compile_s,
+            "paired_clips_per_s": batch_size * iters / statistics.median(paired_secs) if paired_secs else None}
 
 
 def _compile(model: nn.Module) -> nn.Module:
@@ -169,6 +178,21 @@ def _timed_repeats(model: nn.Module, inputs: tuple, warmup: int, iters: int, rep
                 secs.append(time.perf_counter() - t0)
     peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else rss.delta_mb
     return secs, peak_mb
+
+
+def _alternated(run: nn.Module, pair: nn.Module, inputs: tuple, warmup: int, iters: int, repeats: int,
+                cuda: bool) -> Tuple[List[float], List[float], Optional[float]]:
+    """`_timed_repeats` of two models, one repeat of each in turn: (run's seconds, pair's seconds, run's
+    peak memory)."""
+    for model in (run, pair):
+        _timed_repeats(model, inputs, warmup, iters, 0, cuda)
+    secs, pair_secs, peak_mb = [], [], 0.0
+    for _ in range(repeats):
+        (s,), mb = _timed_repeats(run, inputs, 0, iters, 1, cuda)
+        secs.append(s)
+        peak_mb = max(peak_mb, mb or 0.0)
+        pair_secs += _timed_repeats(pair, inputs, 0, iters, 1, cuda)[0]
+    return secs, pair_secs, peak_mb
 
 
 def _sync(cuda: bool) -> None:

@@ -170,7 +170,8 @@ def _throughput(df: pd.DataFrame, out: Path) -> List[Path]:
 def _speedup(t: pd.DataFrame, out: Path) -> List[Path]:
     if "speed-up" not in t:
         return []
-    d = t[t["speed-up"].notna() & (t["pruner"] != "none")]
+    # a store without FLOPs (metrics=[speed]) has no ratio to plot against
+    d = t[t["speed-up"].notna() & t["FLOPs ratio"].notna() & (t["pruner"] != "none")]
     if d.empty:
         return []
     d = d.assign(model=_model_label(d))
@@ -194,7 +195,7 @@ def _efficiency(t: pd.DataFrame, out: Path) -> List[Path]:
     a pruned cell far below y = x with low efficiency spends its time outside the products FLOPs count."""
     if "hw eff." not in t or "speed-up" not in t:
         return []
-    d = t[t["speed-up"].notna() & t["hw eff."].notna() & (t["pruner"] != "none")]
+    d = t[t["speed-up"].notna() & t["FLOPs ratio"].notna() & t["hw eff."].notna() & (t["pruner"] != "none")]
     if d.empty:
         return []
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
