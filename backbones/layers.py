@@ -47,7 +47,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool
     Returns (out (..., H, N, Dv), weights (..., H, N, M) or None).
     """
     if not need_weights:
-        choose = _CHOOSER.get()
+        # torch.compile picks its own kernels, and dynamo cannot trace a ContextVar (a graph break at
+        # every attention call, and the per-block recompiles then exhaust its limit)
+        choose = None if torch.compiler.is_compiling() else _CHOOSER.get()
         kernel = choose(q, k, v) if choose is not None else None
         if kernel is None:
             kernel = "sdpa" if k.shape[-2] > CPU_EXPLICIT_MAX_KEYS or q.device.type != "cpu" else "explicit"

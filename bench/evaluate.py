@@ -39,7 +39,7 @@ def model_input(pos2d, in_chans: int):
 
 
 
-@torch.inference_mode()  # not just no_grad: float32 CPU linears then run on oneDNN (backbones.layers.Linear)
+@torch.inference_mode()  # not just no_grad: no autograd bookkeeping on any tensor of the forward
 def _predict(model, x, batch_size: int, flip: bool = False, rows=None,
              oom: Optional[OutOfMemoryAsOneLine] = None) -> np.ndarray:
     """Batched fp32 forward on the model's device, predictions back as CPU numpy. `x`: clips (N, F, J, C),

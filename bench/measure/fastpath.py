@@ -5,11 +5,13 @@ thop, ptflops, torchprofile, FlopCounterMode) sees them as it sees the official 
 run fast is decided here, measured on the CPU at hand rather than assumed, and recorded with each
 timing (`speed_path`):
 
-- fp32 on a CPU: `nn.Linear` calls MKL's sgemm; oneDNN's matmul (`torch.ops.mkldnn._linear_pointwise`)
-  runs the same product about 2x faster on some CPUs (an AMD EPYC here: ~200 vs ~430 GFLOP/s on 2
-  threads) and at the same rate on others (an Intel Xeon with AMX: ~300 both). `gemm_path` times both
-  on the model's own largest Linear call and routes the copy's Linears through oneDNN only where that
-  wins by more than 5 %.
+- the GEMM path on a CPU: in fp32 `nn.Linear` calls MKL's sgemm; oneDNN's matmul
+  (`torch.ops.mkldnn._linear_pointwise`) runs the same product about 2x faster on some CPUs (an AMD EPYC
+  here: ~200 vs ~430 GFLOP/s on 2 threads) and at the same rate on others (an Intel Xeon with AMX: ~300
+  both). In bf16 both end in oneDNN, but torch's addmm first copies the broadcast bias into the output
+  and then accumulates onto it, which oneDNN's own primitive fuses (Xeon with AMX, MixSTE's qkv call:
+  2.43 vs 2.13 ms). `gemm_path` times both on the model's own largest Linear call and routes the copy's
+  Linears through oneDNN only where that wins by more than 5 %.
 - bf16 / fp16: what deployment does: the copy holds its weights and runs its activations in that dtype
   (inputs are cast), not autocast around fp32 weights. Outputs then move against fp32 by the
   precision's rounding (bf16: about 1e-2 relative).
@@ -100,11 +102,14 @@ def _best_of(fn: Callable[[], object], repeats: int = 5) -> float:
     return best
 
 
+ONEDNN_DTYPES = (torch.float32, torch.bfloat16)  # what oneDNN's linear runs on every CPU it supports
+
+
 def gemm_path(calls, dtype: torch.dtype = torch.float32) -> str:
-    """'onednn' when oneDNN runs the largest fp32 Linear call of `calls` faster than torch's default
-    (by more than ONEDNN_MARGIN) on this CPU, else 'aten'."""
+    """'onednn' when oneDNN runs the largest Linear call of `calls` in `dtype` (fp32 or bf16) faster
+    than torch's default (by more than ONEDNN_MARGIN) on this CPU, else 'aten'."""
     linears = [c for c in calls if c[0] == "linear"]
-    if dtype != torch.float32 or not linears or not onednn_available():
+    if dtype not in ONEDNN_DTYPES or not linears or not onednn_available():
         return "aten"
     _, xs, ws, bias, _ = max(linears, key=lambda c: c[1].numel() * c[2][0])
     x, w = torch.randn(xs, dtype=dtype), torch.randn(ws, dtype=dtype) * 0.02
@@ -164,10 +169,10 @@ def timing_model(model: nn.Module, inputs: tuple, precision: str, device: str,
     if torch.device(device).type != "cpu":
         return run, inputs, label
     calls = calls if calls is not None else forward_calls(run, inputs)
-    if dtype == torch.float32:
+    if dtype in ONEDNN_DTYPES:
         path = gemm_path(calls, dtype)
         if path == "onednn":
-            run = _with_onednn_linears(model)
+            run = _with_onednn_linears(run)
         label += ", oneDNN linear" if path == "onednn" else ", aten linear"
     table = attention_kernel_table(calls, dtype) if attention else {}
     if table:

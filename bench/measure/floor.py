@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-from .fastpath import _onednn_linear, onednn_available
+from .fastpath import ONEDNN_DTYPES, _onednn_linear, onednn_available
 
 __all__ = ["gemm_floor_s"]
 
@@ -44,7 +44,7 @@ def _median_s(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) 
 def gemm_floor_s(calls: List[tuple], dtype: torch.dtype, device: str = "cpu", repeats: int = 5) -> float:
     """Seconds of one forward's Linear/Conv calls (`fastpath.forward_calls`) run alone: each distinct call
     timed on fresh tensors of its shapes (median of `repeats`), times how often the forward makes it.
-    On a CPU in fp32 each Linear takes the faster of torch's and oneDNN's product."""
+    On a CPU in fp32 and bf16 each Linear takes the faster of torch's and oneDNN's product."""
     cuda = torch.device(device).type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     counts: Dict[tuple, int] = Counter((c[0], tuple(c[1]), tuple(c[2]), c[3], tuple(sorted(c[4].items())))
@@ -53,7 +53,7 @@ def gemm_floor_s(calls: List[tuple], dtype: torch.dtype, device: str = "cpu", re
     with torch.inference_mode():
         for key, n in counts.items():
             call = (key[0], torch.Size(key[1]), torch.Size(key[2]), key[3], dict(key[4]))
-            paths = [False] + ([True] if (call[0] == "linear" and not cuda and dtype == torch.float32
+            paths = [False] + ([True] if (call[0] == "linear" and not cuda and dtype in ONEDNN_DTYPES
                                           and onednn_available()) else [])
             total += n * min(_median_s(_op(call, dtype, device, p), repeats, sync) for p in paths)
     return total

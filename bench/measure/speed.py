@@ -7,11 +7,13 @@ median repeat gives the speed; the coefficient of variation of the repeats is re
 There are no sleeps anywhere in the loop, and nothing waits between models.
 
 Peak memory: on CUDA, `torch.cuda.max_memory_allocated()` over the timed forwards (weights and input
-included). On CPU torch keeps no allocator statistics, so a background thread samples this process's
-resident set size (RSS) from /proc/self/statm about every millisecond while the timed forwards run;
-`peak_mem_mb` is then the peak RSS minus the RSS just before the first timed forward: the activation
-memory the forwards add, approximate (allocator caching, page granularity, a spike shorter than the
-sampling interval). It is None where /proc is missing.
+included). On CPU torch keeps no allocator statistics, so a background thread samples the bytes this
+process has allocated (glibc's `mallinfo2`; the resident set size where that is missing) about every
+millisecond during the first warm-up forward (an extra untimed forward when `warmup` is 0): `peak_mem_mb`
+is the peak minus the value just before that forward, the activation memory one forward adds;
+approximate (a spike shorter than the sampling interval can be missed). It is None where neither can be
+read. Sampling in an untimed forward keeps the sampler off the clock, and counting allocated bytes
+rather than resident pages keeps the figure right once freed memory is kept (`allocator`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import torch.nn as nn
 from ..devices import is_out_of_memory
 from ..precision import dtype_of
 from ..records import METRIC_GROUPS
+from .allocator import heap_in_use_bytes, keep_freed_memory
 from .fastpath import forward_calls, timing_model
 from .floor import gemm_floor_s
 from .inputs import as_inputs
@@ -75,6 +78,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
                          f"got {', '.join(bad)}")
     dtype = dtype_of(precision)  # an unknown name fails here, before any work
     cuda = torch.device(device).type == "cuda"
+    if not cuda:
+        keep_freed_memory()  # before the first forward: process-wide, see bench.measure.allocator
     old_threads, modes = torch.get_num_threads(), {m: m.training for m in model.modules()}
     old_benchmark = torch.backends.cudnn.benchmark
     if threads is not None:
@@ -87,6 +92,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
         inputs = plain = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
         calls = forward_calls(model, inputs)  # one untimed forward: the GEMM path choice and the floor use it
         run, inputs, path = timing_model(model, inputs, precision, device, calls, attention=not compile)
+        if not cuda and (allocator := keep_freed_memory()):
+            path += f", {allocator}"
         if compile:
             run = _compile(run)
             path += ", torch.compile"
@@ -100,7 +107,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
             floor_s = gemm_floor_s(calls, dtype, device, repeats=max(3, repeats))
         if batch1_latency and batch_size > 1:
             one = tuple(x[:1] if isinstance(x, torch.Tensor) else x for x in inputs)
-            latency_b1 = statistics.median(_timed_repeats(run, one, max(1, warmup), iters, repeats, cuda)[0]) / iters
+            latency_b1 = statistics.median(_timed_repeats(run, one, max(1, warmup), iters, repeats, cuda,
+                                                           memory=False)[0]) / iters
         used_threads = torch.get_num_threads()
     except Exception as e:
         e.add_note(f"while measuring the speed of {type(model).__name__} at batch_size={batch_size} on {device}")
@@ -160,23 +168,28 @@ def measure_speed_sweep(model: nn.Module, make_input: Callable[[int], Tuple[torc
 
 
 def _timed_repeats(model: nn.Module, inputs: tuple, warmup: int, iters: int, repeats: int,
-                   cuda: bool) -> Tuple[List[float], Optional[float]]:
-    """Warm-up, then the wall-clock seconds of each repeat and the peak memory in MiB."""
+                   cuda: bool, memory: bool = True) -> Tuple[List[float], Optional[float]]:
+    """Warm-up, then the wall-clock seconds of each repeat and (with `memory`) the peak memory in MiB."""
     with torch.inference_mode():
+        peak_mb = None
+        if memory and not cuda:
+            with _MemoryPeak() as mem:  # the first warm-up forward (or one more) is the sampled one
+                model(*inputs)
+            peak_mb, warmup = mem.delta_mb, warmup - 1
         for _ in range(warmup):
             model(*inputs)
         _sync(cuda)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         secs = []
-        with _RssPeak() as rss:
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                for _ in range(iters):
-                    model(*inputs)
-                _sync(cuda)
-                secs.append(time.perf_counter() - t0)
-    peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else rss.delta_mb
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                model(*inputs)
+            _sync(cuda)
+            secs.append(time.perf_counter() - t0)
+    if cuda and memory:
+        peak_mb = torch.cuda.max_memory_allocated() / 2 ** 20
     return secs, peak_mb
 
 
@@ -186,11 +199,11 @@ def _alternated(run: nn.Module, pair: nn.Module, inputs: tuple, warmup: int, ite
     peak memory). The memory is taken from a repeat of `run` alone, before the pair has allocated anything
     (an allocator grown by the larger pair would hide the run's own growth)."""
     _, peak_mb = _timed_repeats(run, inputs, warmup, iters, 1, cuda)
-    _timed_repeats(pair, inputs, warmup, iters, 0, cuda)
+    _timed_repeats(pair, inputs, warmup, iters, 0, cuda, memory=False)
     secs, pair_secs = [], []
     for _ in range(repeats):
-        secs += _timed_repeats(run, inputs, 0, iters, 1, cuda)[0]
-        pair_secs += _timed_repeats(pair, inputs, 0, iters, 1, cuda)[0]
+        secs += _timed_repeats(run, inputs, 0, iters, 1, cuda, memory=False)[0]
+        pair_secs += _timed_repeats(pair, inputs, 0, iters, 1, cuda, memory=False)[0]
     return secs, pair_secs, peak_mb
 
 
@@ -199,20 +212,22 @@ def _sync(cuda: bool) -> None:
         torch.cuda.synchronize()
 
 
-class _RssPeak:
-    """Context manager: samples this process's RSS every `interval_s` in a daemon thread and keeps the
-    highest value. `delta_mb` = peak - RSS on entry, in MiB (None where /proc/self/statm is missing)."""
+class _MemoryPeak:
+    """Context manager: samples this process's allocated bytes (`allocator.heap_in_use_bytes`, else the
+    resident set size) every `interval_s` in a daemon thread and keeps the highest value. `delta_mb` =
+    peak - value on entry, in MiB (None where neither can be read)."""
 
     _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def __init__(self, interval_s: float = 0.001):
         self.interval_s = interval_s
         self.base = self.peak = None
+        self._probe = heap_in_use_bytes if heap_in_use_bytes() is not None else self._rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __enter__(self) -> "_RssPeak":
-        self.base = self.peak = self._rss()
+    def __enter__(self) -> "_MemoryPeak":
+        self.base = self.peak = self._probe()
         if self.base is not None:
             self._thread.start()
         return self
@@ -221,11 +236,11 @@ class _RssPeak:
         if self.base is not None:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self.peak, self._rss() or 0)
+            self.peak = max(self.peak, self._probe() or 0)
 
     def _sample(self) -> None:
-        while not self._stop.wait(self.interval_s):  # the sampler waits, never the timed loop
-            self.peak = max(self.peak, self._rss() or 0)
+        while not self._stop.wait(self.interval_s):  # the sampler waits, never the forward
+            self.peak = max(self.peak, self._probe() or 0)
 
     @classmethod
     def _rss(cls) -> Optional[int]:
@@ -237,4 +252,4 @@ class _RssPeak:
 
     @property
     def delta_mb(self) -> Optional[float]:
-        return None if self.base is None else (self.peak - self.base) / 2 ** 20
+        return None if self.base is None else max(0, self.peak - self.base) / 2 ** 20
