@@ -376,3 +376,27 @@ def test_torch_compile_sees_each_model_as_one_graph(name):
     with torch.inference_mode():
         explained = torch._dynamo.explain(model)(x)
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons[:1]
+
+
+def test_timing_compiles_with_freezing(monkeypatch):
+    """The timed copy never trains: speed.compile=true compiles it with inductor's freezing on (weights as
+    constants), and the record says so."""
+    import torch._inductor.config as inductor
+    from bench.measure import speed
+
+    seen = []
+
+    class Compiled(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            seen.append(inductor.freezing)
+            return self.model(x)
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Compiled(model))  # inductor: minutes on 2 cores
+    row = measure_speed(nn.Linear(2, 3), _make, frames_out_per_clip=27, batch_size=2, iters=1, repeats=2,
+                        compile=True)
+    assert row["speed_path"].startswith("fp32") and ", torch.compile (freezing)" in row["speed_path"]
+    assert seen and all(seen) and inductor.freezing is False  # on for every forward, restored after
