@@ -341,6 +341,15 @@ def test_allocator_setting_can_be_left_alone(monkeypatch):
     assert allocator.keep_freed_memory() is None
 
 
+def test_a_misspelt_allocator_setting_is_refused(monkeypatch):
+    from bench.measure import allocator
+
+    monkeypatch.setattr(allocator, "_state", {})
+    monkeypatch.setenv(allocator.ENV, "sytem")
+    with pytest.raises(ValueError, match="VPTBENCH_MALLOC='sytem' is not a setting; use VPTBENCH_MALLOC=system"):
+        measure_speed(nn.Linear(2, 3), _make, frames_out_per_clip=27, batch_size=2, iters=1, repeats=1)
+
+
 class HoldsActivation(nn.Module):
     """Allocates a 64 MiB temporary and keeps it alive across some work, as a large activation would."""
 

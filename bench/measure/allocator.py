@@ -25,7 +25,7 @@ from typing import Optional
 
 __all__ = ["keep_freed_memory", "heap_in_use_bytes", "ENV"]
 
-ENV = "VPTBENCH_MALLOC"          # "system": leave the C allocator's defaults alone
+ENV = "VPTBENCH_MALLOC"          # "keep" (default) or "system": leave the C allocator's defaults alone
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc malloc.h
 _KEEP_TOP_BYTES = 1 << 30
 LABEL = "glibc malloc keeps freed memory"
@@ -74,8 +74,15 @@ def heap_in_use_bytes() -> Optional[int]:
     return info.uordblks + info.hblkhd
 
 
+SETTINGS = ("keep", "system")
+
+
 def _apply() -> Optional[str]:
-    if os.environ.get(ENV, "").strip().lower() == "system":
+    setting = os.environ.get(ENV, "").strip().lower() or "keep"
+    if setting not in SETTINGS:
+        raise ValueError(f"{ENV}={os.environ[ENV]!r} is not a setting; use {ENV}=system to leave glibc's "
+                         f"allocator as it is, or unset it (keep freed memory while timing)")
+    if setting == "system":
         return None
     libc = _glibc()
     if libc is None:
