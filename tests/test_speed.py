@@ -2,6 +2,7 @@
 2-core machine are not reproducible, so only relations between the reported fields are asserted."""
 import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -409,3 +410,63 @@ def test_timing_compiles_with_freezing(monkeypatch):
                         compile=True)
     assert row["speed_path"].startswith("fp32") and ", torch.compile (freezing)" in row["speed_path"]
     assert seen and all(seen) and inductor.freezing is False  # on for every forward, restored after
+
+
+def test_inductor_with_freezing_compiles_the_timing_copy_where_onednn_would_win(monkeypatch):
+    """Under compile the copy keeps plain nn.Linear even where oneDNN's linear wins eager: inductor's
+    freezing packs oneDNN weights itself and failed (an assertion in its mkldnn fusion pass) on a graph that
+    already called oneDNN's linear. A real inductor compile of the tiny preset (about 20 s on 2 cores)."""
+    from backbones import create
+    from bench.measure import fastpath
+
+    if not fastpath.onednn_available():
+        pytest.skip("this torch build has no oneDNN linear")
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("inductor needs a C++ compiler (g++ or $CXX) and there is none on PATH")
+    monkeypatch.setattr(fastpath, "gemm_path", lambda calls, dtype=torch.float32: "onednn")
+    torch._dynamo.reset()
+    row = measure_speed(create("mixste", preset="tiny"), _make, frames_out_per_clip=27, batch_size=2, iters=1,
+                        repeats=1, warmup=1, compile=True, floor=False)
+    assert row["compile_s"] > 0 and "linear" not in row["speed_path"] and row["frames_per_s"] > 0
+
+
+@pytest.mark.parametrize("pruner, recoverer", [("cluster", "interpolation"), ("attention", "attention"),
+                                               ("random", "nearest")])
+def test_torch_compile_sees_a_pruned_model_as_one_graph(pruner, recoverer):
+    """Compiled, the seeded tie-break noise comes from a hash instead of a torch.Generator (which dynamo
+    cannot trace); eager keeps the generator."""
+    from backbones import create_hourglass
+
+    model = create_hourglass("mixste", "tiny", pruner, recoverer, [[1, 9]]).eval()
+    x = torch.randn(1, 27, 17, 2)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(model)(x)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons[:1]
+
+
+def test_hashed_noise_is_seeded_uniform_and_differs_by_stream():
+    from backbones.hourglass.pruning import hashed_uniform
+
+    a = hashed_uniform((4, 5000), seed=0, stream=0, device="cpu")
+    assert a.shape == (4, 5000) and a.dtype == torch.float32 and 0 <= a.min() and a.max() < 1
+    assert torch.equal(a, hashed_uniform((4, 5000), seed=0, stream=0, device="cpu"))  # deterministic
+    assert not torch.equal(a, hashed_uniform((4, 5000), seed=1, stream=0, device="cpu"))
+    assert not torch.equal(a, hashed_uniform((4, 5000), seed=0, stream=1, device="cpu"))
+    counts = torch.histc(a, bins=10, min=0, max=1)  # 2,000 expected per bin
+    assert ((counts - 2000).abs() < 200).all(), counts
+
+
+def test_a_compiled_pruned_model_is_the_eager_one_with_hashed_tie_break_noise(monkeypatch):
+    """What compiling changes in a pruned model is the source of its 1e-6 tie-break noise, nothing else:
+    with the hash in eager too, the outputs agree (dynamo's graphs run eagerly here: inductor takes
+    minutes on 2 cores)."""
+    from backbones import create_hourglass
+
+    model = create_hourglass("mixste", "tiny", "cluster", "interpolation", [[1, 9]]).eval()
+    x = torch.randn(2, 27, 17, 2)
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        compiled = torch.compile(model, backend="eager")(x)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)  # eager, hashed noise
+        torch.testing.assert_close(compiled, model(x))

@@ -94,7 +94,8 @@ class Hourglass(nn.Module):
         state = TokenState.initial(B, T, x.device)
         if self.recoverer.options is not None and getattr(self.recoverer.options, "query_init", None) == "pos":
             state.positions = self.temporal_positions()
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        # dynamo cannot trace a torch.Generator: compiled, the tie-break noise is a hash (PruneContext.noise)
+        gen = None if torch.compiler.is_compiling() else torch.Generator(device=x.device).manual_seed(self.seed)
         trace = StageTrace()
         attn = None
         for i in range(bb.depth):
@@ -103,7 +104,7 @@ class Hourglass(nn.Module):
                 k = self.schedule[stage].tokens
                 if indices is None:
                     ctx = PruneContext(inputs=x, global_idx=state.frames, generator=gen, attn=attn, centre=self.centre,
-                                       sizes=state.sizes)
+                                       sizes=state.sizes, seed=self.seed, stage=stage)
                     tokens, plan = self.pruner.reduce(tokens, bb.frame_features(tokens).detach(), k, ctx)
                 else:  # replay: the plans of a previous pass, or (keep-type pruners) its frames
                     plan = (indices.plans[stage] if isinstance(indices, StageTrace)

@@ -25,7 +25,7 @@ import torch
 from .strategy import Strategy, StrategyRegistry, TokenState
 from .tokens import gather_frames
 
-__all__ = ["PRUNERS", "PruneContext", "Pruner", "KeepPruner", "ScorePruner", "ClusterPruner", "AttentionPruner",
+__all__ = ["PRUNERS", "PruneContext", "hashed_uniform", "Pruner", "KeepPruner", "ScorePruner", "ClusterPruner", "AttentionPruner",
            "UniformPruner", "MotionPruner", "RandomPruner", "NoPruner", "TIE_BREAK"]
 
 PRUNERS = StrategyRegistry("pruner")
@@ -37,17 +37,36 @@ class PruneContext:
     """What a pruner may look at besides the frame features."""
     inputs: torch.Tensor                    # the 2D input clip (B, T, J, C_in)
     global_idx: torch.Tensor                # (B, n) original frame each current token stands at
-    generator: torch.Generator              # seeded: same input -> same selection
+    generator: Optional[torch.Generator]    # seeded: same input -> same selection; None under torch.compile
     attn: Optional[torch.Tensor] = None     # preceding layer's temporal attention (B, ..., n, n)
     centre: Optional[int] = None            # global centre frame to keep as a token of its own (seq2frame)
     sizes: Optional[torch.Tensor] = None    # (B, n) original frames each current token holds
+    seed: int = 0                           # the hashed noise's seed (no generator)
+    stage: int = 0                          # the hashed noise's stream: one per pruning stage
 
     def noise(self, shape) -> torch.Tensor:
+        """Uniform [0, 1) noise of `shape`: from the forward's seeded generator, or, where there is none
+        (under torch.compile, which cannot trace a torch.Generator), a counter hash of (seed, stage,
+        position): as deterministic, other values."""
+        if self.generator is None:
+            return hashed_uniform(shape, self.seed, self.stage, self.inputs.device)
         return torch.rand(shape, generator=self.generator, device=self.generator.device).to(self.inputs.device)
 
     def centre_mask(self) -> torch.Tensor:
         """(B, n) bool, True at the token holding the centre frame."""
         return self.global_idx == self.centre
+
+
+def hashed_uniform(shape, seed: int, stream: int, device) -> torch.Tensor:
+    """Uniform [0, 1) floats from an integer hash of each position (a 32-bit mix in the manner of
+    MurmurHash3's finaliser), in plain tensor ops that torch.compile traces."""
+    mask = 0xFFFFFFFF
+    n = math.prod(shape)
+    x = (torch.arange(n, device=device, dtype=torch.int64) + (seed * 0x9E3779B1 + stream * 0x632BE5AB + 1)) & mask
+    for shift, mult in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        x = ((x ^ (x >> shift)) * mult) & mask
+    x = x ^ (x >> 16)
+    return (x.to(torch.float64) / 2.0 ** 32).to(torch.float32).reshape(shape)
 
 
 class Pruner(Strategy):

@@ -156,10 +156,13 @@ class AttentionKernels(nn.Module):
 
 
 def timing_model(model: nn.Module, inputs: tuple, precision: str, device: str,
-                 calls: Optional[list] = None, attention: bool = True) -> Tuple[nn.Module, tuple, str]:
+                 calls: Optional[list] = None, attention: bool = True,
+                 gemm: bool = True) -> Tuple[nn.Module, tuple, str]:
     """(the model to time, its inputs, the path's label). The original model is left untouched. `calls`:
-    the model's `forward_calls` when the caller already captured them (one forward fewer). `attention`:
-    choose each attention shape's kernel by measurement (off under torch.compile, which picks its own)."""
+    the model's `forward_calls` when the caller already captured them (one forward fewer). `attention`,
+    `gemm`: choose each attention shape's kernel / the GEMM path by measurement (both off under
+    torch.compile, which picks its own: inductor's freezing packs oneDNN weights itself, and fails on a
+    graph that already calls oneDNN's linear)."""
     dtype = dtype_of(precision)
     run = model
     if dtype != torch.float32:
@@ -169,7 +172,7 @@ def timing_model(model: nn.Module, inputs: tuple, precision: str, device: str,
     if torch.device(device).type != "cpu":
         return run, inputs, label
     calls = calls if calls is not None else forward_calls(run, inputs)
-    if dtype in ONEDNN_DTYPES:
+    if dtype in ONEDNN_DTYPES and gemm:
         path = gemm_path(calls, dtype)
         if path == "onednn":
             run = _with_onednn_linears(run)

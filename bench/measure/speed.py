@@ -91,7 +91,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
         inputs = as_inputs(make_input(batch_size))
         inputs = plain = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
         calls = forward_calls(model, inputs)  # one untimed forward: the GEMM path choice and the floor use it
-        run, inputs, path = timing_model(model, inputs, precision, device, calls, attention=not compile)
+        run, inputs, path = timing_model(model, inputs, precision, device, calls, attention=not compile,
+                                         gemm=not compile)
         if not cuda and (allocator := keep_freed_memory()):
             path += f", {allocator}"
         if compile:
