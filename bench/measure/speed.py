@@ -136,8 +136,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
 def _compile(model: nn.Module) -> nn.Module:
     """torch.compile (inductor) with freezing, the way CPU inference is deployed: the timed copy never
     trains, so its weights are constants inductor may fold and pre-pack (oneDNN's blocked layouts on a
-    CPU). One run on an Intel Xeon with AMX, paper MixSTE at batch 1: 1.07x eager in fp32 and bf16 with
-    freezing, 0.99x and 1.04x without. Tests swap the backend."""
+    CPU). On an Intel Xeon with AMX, paper MixSTE at batch 1 against the eager timing path: 1.00x in fp32,
+    1.20x in bf16 (fused norms and activations), after 15-24 s of compilation. Tests swap the backend."""
     return _Frozen(torch.compile(model))
 
 
