@@ -5,8 +5,9 @@ threshold (128 KiB, raised as blocks are freed, but never above 32 MiB) with a f
 back to the kernel on free, so a model whose activations exceed that page-faults every page of every
 large activation in again on every forward: the kernel zeroes each 4 KiB page before the product can
 write it. At batch 16 most of MixSTE's activations are such blocks (a (16 x 243 x 17, 1536) qkv output
-is 406 MB in fp32). Measured on an Intel Xeon with AMX, 2 threads, paper MixSTE in bf16 at batch 16:
-9.34 s per forward with glibc's defaults, 4.35 s with freed memory kept; fp32 at batch 1: 1.18 vs 1.07 s.
+is 406 MB in fp32). Measured with `measure_speed` on an Intel Xeon with AMX, 2 threads, paper MixSTE at
+batch 16: 9.18 s per forward in bf16 with glibc's defaults, 4.58 s with freed memory kept (fp32: 24.1 vs
+19.1 s); at batch 1 the difference was within the run-to-run noise.
 
 This is what CPU inference guides do with jemalloc or tcmalloc under LD_PRELOAD; `mallopt` does it from
 inside the process: no mmap for large blocks (M_MMAP_MAX = 0) and no trimming of the heap's free top
@@ -26,6 +27,7 @@ from typing import Optional
 __all__ = ["keep_freed_memory", "heap_in_use_bytes", "ENV"]
 
 ENV = "VPTBENCH_MALLOC"          # "keep" (default) or "system": leave the C allocator's defaults alone
+SETTINGS = ("keep", "system")
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc malloc.h
 _KEEP_TOP_BYTES = 1 << 30
 LABEL = "glibc malloc keeps freed memory"
@@ -72,9 +74,6 @@ def heap_in_use_bytes() -> Optional[int]:
         return None
     info = fn()
     return info.uordblks + info.hblkhd
-
-
-SETTINGS = ("keep", "system")
 
 
 def _apply() -> Optional[str]:

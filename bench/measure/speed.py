@@ -78,8 +78,7 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
                          f"got {', '.join(bad)}")
     dtype = dtype_of(precision)  # an unknown name fails here, before any work
     cuda = torch.device(device).type == "cuda"
-    if not cuda:
-        keep_freed_memory()  # before the first forward: process-wide, see bench.measure.allocator
+    allocator = None if cuda else keep_freed_memory()  # before the first forward: process-wide, see .allocator
     old_threads, modes = torch.get_num_threads(), {m: m.training for m in model.modules()}
     old_benchmark = torch.backends.cudnn.benchmark
     if threads is not None:
@@ -93,7 +92,7 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
         calls = forward_calls(model, inputs)  # one untimed forward: the GEMM path choice and the floor use it
         run, inputs, path = timing_model(model, inputs, precision, device, calls, attention=not compile,
                                          gemm=not compile)
-        if not cuda and (allocator := keep_freed_memory()):
+        if allocator:
             path += f", {allocator}"
         if compile:
             run = _compile(run)
