@@ -214,9 +214,10 @@ def _timed_repeats(model: nn.Module, inputs: tuple, warmup: int, iters: int, rep
 def _alternated(run: nn.Module, pair: nn.Module, inputs: tuple, warmup: int, iters: int, repeats: int,
                 cuda: bool) -> Tuple[List[float], List[float], Optional[float]]:
     """`_timed_repeats` of two models, one repeat of each in turn: (run's seconds, pair's seconds, run's
-    peak memory). The memory is taken from a repeat of `run` alone, before the pair has allocated anything
-    (an allocator grown by the larger pair would hide the run's own growth)."""
-    _, peak_mb = _timed_repeats(run, inputs, warmup, iters, 1, cuda)
+    peak memory). The memory is taken from `run` alone, before the pair has allocated anything (an
+    allocator grown by the larger pair would hide the run's own growth): on a CPU from its sampled warm-up
+    forward, on CUDA from one repeat (the allocator's peak covers the timed forwards)."""
+    _, peak_mb = _timed_repeats(run, inputs, warmup, iters, 1 if cuda else 0, cuda)
     _timed_repeats(pair, inputs, warmup, iters, 0, cuda, memory=False)
     secs, pair_secs = [], []
     for _ in range(repeats):
