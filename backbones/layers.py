@@ -13,11 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Attention", "CrossAttention", "Mlp", "DropPath", "Block", "PoseBackbone", "attend", "attention_kernels"]
+__all__ = ["Attention", "CrossAttention", "Mlp", "DropPath", "Block", "PoseBackbone", "attend", "attention_kernels",
+           "softmax_decomposed", "KERNELS"]
 
 
 CPU_EXPLICIT_MAX_KEYS = 32  # the default rule: up to this many keys on a CPU, the explicit product
-# (q, k, v) -> "sdpa" | "explicit" | None (no opinion: the default rule); set by `attention_kernels`
+KERNELS = ("sdpa", "explicit", "decomposed")  # what a chooser may answer (see `attend`)
+# (q, k, v) -> one of KERNELS | None (no opinion: the default rule); set by `attention_kernels`
 KernelChooser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], Optional[str]]
 _CHOOSER: contextvars.ContextVar[Optional[KernelChooser]] = contextvars.ContextVar("attention_kernel", default=None)
 
@@ -38,14 +40,17 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool
     """Scaled dot-product attention over (..., H, N, D) tensors.
 
     The fused SDPA kernel returns no weights, so when a caller needs them (an attention-score pruner
-    reads the layer before it) the explicit path runs instead; both give the same maths.
-    Otherwise the kernel is a speed choice: inside `attention_kernels` the caller's, else a default
-    rule: on a CPU, short key sequences (the 17 joints of a spatial layer) take the explicit path, where
-    the fused CPU kernel's tiling overhead made it 2-3x slower on the CPU this was first measured on
-    (torch 2.13, 2 threads: 17 keys 1.5 vs 4.7 ms at head dim 32). Other CPUs differ (an Intel Xeon with
-    AMX runs SDPA 1.6x faster at 17 keys and head dim 64), which is why timing measures per shape.
+    reads the layer before it) the explicit path runs instead; the kernels give the same maths.
+    Otherwise the kernel is a speed choice: inside `attention_kernels` the caller's (one of `KERNELS`),
+    else a default rule: on a CPU, short key sequences (the 17 joints of a spatial layer) take the
+    explicit path, where the fused CPU kernel's tiling overhead made it 2-3x slower on the CPU this was
+    first measured on (torch 2.13, 2 threads: 17 keys 1.5 vs 4.7 ms at head dim 32). Other CPUs differ
+    (an Intel Xeon with AMX runs SDPA 1.6x faster at 17 keys and head dim 64), which is why timing
+    measures per shape. "decomposed" is the explicit product with the softmax written as max, exp, sum,
+    divide (`softmax_decomposed`), for rows too short for torch's softmax kernel.
     Returns (out (..., H, N, Dv), weights (..., H, N, M) or None).
     """
+    kernel = "explicit"
     if not need_weights:
         # torch.compile picks its own kernels, and dynamo cannot trace a ContextVar (a graph break at
         # every attention call, and the per-block recompiles then exhaust its limit)
@@ -55,8 +60,25 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, need_weights: bool
             kernel = "sdpa" if k.shape[-2] > CPU_EXPLICIT_MAX_KEYS or q.device.type != "cpu" else "explicit"
         if kernel == "sdpa":
             return F.scaled_dot_product_attention(q, k, v), None
-    attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5
+    attn = softmax_decomposed(scores) if kernel == "decomposed" else scores.softmax(dim=-1)
     return attn @ v, (attn if need_weights else None)
+
+
+def softmax_decomposed(scores: torch.Tensor) -> torch.Tensor:
+    """softmax over the last axis as four whole-tensor ops: subtract the row max, exp, sum, divide.
+
+    The same maths as `Tensor.softmax` (to rounding). Why it exists: torch's CPU softmax vectorises
+    along the row, and a row shorter than one SIMD vector (fewer than 16 floats with AVX-512, 32
+    bf16 values) takes a slow per-row path: on an Intel Xeon with AMX (torch 2.13, 2 threads, 2 M
+    fp32 values) rows of 9 take 17 ms against 2.6 ms here, rows of 16 or more 0.7-1.9 ms against 1.2-2.6
+    here. Pruned tiny models attend over 9 kept frames, so the timing path measures both per shape.
+    Without autograd it works in place on `scores` (a fresh product that nothing else holds)."""
+    if torch.is_grad_enabled():
+        e = (scores - scores.amax(dim=-1, keepdim=True)).exp()
+        return e / e.sum(dim=-1, keepdim=True)
+    e = scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
+    return e.div_(e.sum(dim=-1, keepdim=True))
 
 
 class Attention(nn.Module):

@@ -153,7 +153,7 @@ def test_every_model_is_built_from_plain_torch_modules():
                 assert cls.__module__.startswith("torch.nn"), f"{name}: {cls.__module__}.{cls.__name__}"
 
 
-@pytest.mark.parametrize("kernel", ["sdpa", "explicit"])
+@pytest.mark.parametrize("kernel", layers.KERNELS)
 @pytest.mark.parametrize("keys", [5, layers.CPU_EXPLICIT_MAX_KEYS + 8])
 def test_attention_kernels_route_every_call_without_weights(monkeypatch, kernel, keys):
     """Inside `attention_kernels(choose)`, `choose(q, k, v)` decides the kernel, whatever the default rule
@@ -178,3 +178,27 @@ def test_attention_kernels_route_every_call_without_weights(monkeypatch, kernel,
         seen.clear()
         attend(q, k, v)
         assert len(seen) == default_sdpa
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("row", [1, 9, 17, 243])
+def test_decomposed_softmax_is_torchs_softmax(dtype, row):
+    """max, exp, sum, divide gives torch's softmax to rounding, for rows shorter and longer than a SIMD
+    vector, with large scores (the max is subtracted) and in place only where nothing needs the input."""
+    torch.manual_seed(0)
+    scores = (torch.randn(3, 4, 5, row) * 30).to(dtype)
+    expected = scores.softmax(dim=-1)
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=4e-3, rtol=1e-2)
+    with torch.inference_mode():
+        work = scores.clone()
+        got = layers.softmax_decomposed(work)
+        assert got.data_ptr() == work.data_ptr()  # in place: the caller's fresh product is reused
+    torch.testing.assert_close(got, expected, **tol)
+    if dtype == torch.float32:  # with autograd: out of place, and the gradient is softmax's
+        leaf = scores.clone().requires_grad_()
+        got = layers.softmax_decomposed(leaf)
+        (got * torch.arange(row)).sum().backward()
+        ref = scores.clone().requires_grad_()
+        (ref.softmax(dim=-1) * torch.arange(row)).sum().backward()
+        torch.testing.assert_close(got, expected, **tol)
+        torch.testing.assert_close(leaf.grad, ref.grad, atol=1e-4, rtol=1e-3)  # weights up to 242

@@ -199,6 +199,23 @@ def test_cluster_is_translation_invariant():
         assert torch.equal(_select("cluster", feats, 9, inputs), _select("cluster", feats + 16, 9, inputs))
 
 
+@pytest.mark.parametrize("dtype, work", [(torch.float32, torch.float64), (torch.bfloat16, torch.float32)])
+def test_cluster_exact_distances_work_one_precision_above_the_features(monkeypatch, dtype, work):
+    """'exact' distances: float64 for float32 features; float32 for bf16 ones (bf16's own rounding is far
+    above float32's, and float64 cost a bf16 forward a fifth of its time). Both agree with a float64
+    reference to the features' rounding, with a large shared offset (which cancels in the mm formula)."""
+    seen = []
+    real = torch.cdist
+    monkeypatch.setattr(torch, "cdist", lambda a, b, **kw: seen.append(a.dtype) or real(a, b, **kw))
+    g = torch.Generator().manual_seed(0)
+    feats = (torch.randn(2, T, 64, generator=g) + 100).to(dtype)
+    dist = PRUNERS.build("cluster")._pairwise(feats)
+    assert seen == [work] and dist.dtype == dtype
+    x = feats.double()
+    ref = ((x[:, :, None] - x[:, None]) ** 2).sum(-1).sqrt() / 8
+    torch.testing.assert_close(dist.double(), ref, atol=0, rtol=1e-6 if dtype == torch.float32 else 8e-3)
+
+
 def test_cluster_k_neighbours_option():
     """k_neighbours=1 counts only the point itself: every density is exp(0)=1, ties everywhere; the
     pruner still returns k valid indices."""

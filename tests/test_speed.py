@@ -232,9 +232,43 @@ def test_attention_kernel_is_measured_per_shape_not_assumed(monkeypatch):
         torch.testing.assert_close(run(*inputs), model(x), atol=1e-5, rtol=1e-5)
     assert used and set(used) == {17}  # 27 keys stayed explicit; 17 keys would be explicit by the default rule
     assert fastpath.timing_model(model, (x,), "fp32", "cpu", calls, attention=False)[2].endswith("linear")
-    times = iter([1.05, 1.0] * 3 * 2)  # explicit 5 % faster: within the margin, a tie goes to SDPA every time
+    times = iter([1.05, 1.0, 1.0] * 3 * 2)  # both explicit kernels 5 % faster: within the margin, SDPA every time
     monkeypatch.setattr(fastpath, "_best_of", lambda fn, repeats=5: next(times))
     assert set(fastpath.attention_kernel_table(calls).values()) == {"sdpa"}
+
+
+@pytest.mark.parametrize("times, chosen", [
+    ({"sdpa": 3.0, "explicit": 2.0, "decomposed": 1.0}, "decomposed"),
+    ({"sdpa": 2.0, "explicit": 2.0, "decomposed": 1.0}, "decomposed"),
+    ({"sdpa": 3.0, "explicit": 2.0, "decomposed": 1.9}, "explicit"),    # within the margin: the earlier kernel
+    ({"sdpa": 1.05, "explicit": 1.0, "decomposed": 1.0}, "sdpa"),
+    ({"sdpa": 1.0, "explicit": 2.0, "decomposed": 3.0}, "sdpa"),
+])
+def test_attention_kernel_choice_takes_the_decomposed_softmax_where_it_wins(monkeypatch, times, chosen):
+    """Three kernels per shape: SDPA, the explicit product with torch's softmax, and with the softmax
+    decomposed (for rows shorter than a SIMD vector); each must beat the one before it by the margin.
+    The timing copy runs the chosen one, with the same outputs, and its label says how many shapes
+    decompose the softmax."""
+    from backbones import layers
+    from backbones.hourglass.model import create_hourglass
+    from bench.measure import fastpath
+
+    model = create_hourglass("mixste", "tiny", pruner="uniform", recoverer="interpolation", schedule=[[1, 9]]).eval()
+    x = torch.randn(2, 27, 17, 2)
+    calls = fastpath.forward_calls(model, (x,))
+    # the kernel being timed is the one the active chooser names
+    monkeypatch.setattr(fastpath, "_best_of", lambda fn, repeats=5: times[layers._CHOOSER.get()(None, None, None)])
+    table = fastpath.attention_kernel_table(calls)
+    assert len(table) == 4 and set(table.values()) == {chosen}  # 17 and 27, then 17 and 9 keys
+    run, inputs, label = fastpath.timing_model(model, (x,), "fp32", "cpu", calls, gemm=False)
+    assert label.endswith(f"attention sdpa {4 * (chosen == 'sdpa')}/4 shapes"
+                          + (" (softmax decomposed in 4)" if chosen == "decomposed" else ""))
+    used = []
+    real = layers.softmax_decomposed
+    monkeypatch.setattr(layers, "softmax_decomposed", lambda s: used.append(s.shape[-1]) or real(s))
+    with torch.inference_mode():
+        torch.testing.assert_close(run(*inputs), model(x), atol=1e-5, rtol=1e-5)
+    assert sorted(set(used)) == ([9, 17, 27] if chosen == "decomposed" else [])
 
 
 def test_bf16_times_a_bf16_copy_and_outputs_move_by_its_rounding():

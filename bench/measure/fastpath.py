@@ -15,11 +15,14 @@ timing (`speed_path`):
 - bf16 / fp16: what deployment does: the copy holds its weights and runs its activations in that dtype
   (inputs are cast), not autocast around fp32 weights. Outputs then move against fp32 by the
   precision's rounding (bf16: about 1e-2 relative).
-- attention on a CPU: fused SDPA or the explicit softmax(q k^T) v, whichever ran each of the forward's
-  attention shapes faster here (`attention_kernel_table`, same shapes, strides and dtype). Which wins
-  depends on the CPU, the key count and the head dim (on an Intel Xeon with AMX, fp32: SDPA 2.3 vs 3.6 ms
-  for MixSTE's 17-key spatial attention at head dim 64, explicit 4.6 vs 8.2 ms for the tiny preset's
-  27-key temporal attention at head dim 8), so it is measured, not assumed.
+- attention on a CPU: fused SDPA, the explicit softmax(q k^T) v, or the explicit product with the
+  softmax decomposed into max, exp, sum and divide, whichever ran each of the forward's attention
+  shapes fastest here (`attention_kernel_table`, same shapes, strides and dtype). Which wins depends on
+  the CPU, the key count and the head dim (on an Intel Xeon with AMX, fp32: SDPA 2.3 vs 3.6 ms for
+  MixSTE's 17-key spatial attention at head dim 64, explicit 4.6 vs 8.2 ms for the tiny preset's
+  27-key temporal attention at head dim 8, and over 9 kept frames, where torch's softmax takes a slow
+  path for rows shorter than a SIMD vector, the decomposed softmax beats both), so it is measured, not
+  assumed.
 """
 from __future__ import annotations
 
@@ -31,14 +34,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones.layers import attend, attention_kernels
+from backbones.layers import KERNELS, attend, attention_kernels
 
 from ..precision import dtype_of
 
 __all__ = ["OneDNNLinear", "timing_model", "gemm_path", "onednn_available", "forward_calls", "attention_kernel_table"]
 ONEDNN_MARGIN = 1.05  # oneDNN must be this much faster to be used (below it, keep torch's default path)
-# the explicit attention product must be this much faster than fused SDPA to be used: near-ties would
-# otherwise flip from cell to cell with the timer's noise and make cells of the same shapes disagree
+# an attention kernel must be this much faster than the one preferred before it (KERNELS order) to be
+# used: near-ties would otherwise flip from cell to cell with the timer's noise and make cells of the
+# same shapes disagree
 EXPLICIT_MARGIN = 1.10
 
 
@@ -121,9 +125,11 @@ def gemm_path(calls, dtype: torch.dtype = torch.float32) -> str:
 
 
 def attention_kernel_table(calls, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Dict[tuple, str]:
-    """(q, k, v shapes) -> 'sdpa' or 'explicit': the kernel that ran each distinct attention call of
-    `calls` faster here, timed on fresh tensors of its shapes, strides and `dtype` (best of 3 x 3,
-    alternating); SDPA unless the explicit product wins by more than EXPLICIT_MARGIN."""
+    """(q, k, v shapes) -> 'sdpa', 'explicit' or 'decomposed' (`backbones.layers.KERNELS`): the kernel
+    that ran each distinct attention call of `calls` fastest here, timed on fresh tensors of its shapes,
+    strides and `dtype` (best of 3 x 3, alternating). SDPA unless another wins by more than
+    EXPLICIT_MARGIN; the explicit product with torch's softmax unless the decomposed softmax beats it by
+    as much."""
     table: Dict[tuple, str] = {}
     for kind, qs, ks, _, extra in calls:
         key = (tuple(qs), tuple(ks), extra.get("v"))
@@ -131,12 +137,16 @@ def attention_kernel_table(calls, dtype: torch.dtype = torch.float32, device: st
             continue  # Linear/Conv calls, or a shape already timed
         q, k, v = (torch.empty_strided(shape, stride, dtype=dtype, device=device).normal_()
                    for shape, stride in zip(key, extra["stride"]))
-        times = {"sdpa": float("inf"), "explicit": float("inf")}
-        for _ in range(3):  # alternate, so a drift of the machine's speed hits both kernels alike
+        times = dict.fromkeys(KERNELS, float("inf"))
+        for _ in range(3):  # alternate, so a drift of the machine's speed hits every kernel alike
             for kernel in times:
                 with torch.inference_mode(), attention_kernels(lambda *_, kernel=kernel: kernel):
                     times[kernel] = min(times[kernel], _best_of(lambda: attend(q, k, v), repeats=3))
-        table[key] = "explicit" if times["sdpa"] > EXPLICIT_MARGIN * times["explicit"] else "sdpa"
+        choice = KERNELS[0]
+        for other in KERNELS[1:]:  # in order of preference: a near-tie keeps the earlier kernel
+            if times[choice] > EXPLICIT_MARGIN * times[other]:
+                choice = other
+        table[key] = choice
     return table
 
 
@@ -181,6 +191,8 @@ def timing_model(model: nn.Module, inputs: tuple, precision: str, device: str,
     if table:
         run = AttentionKernels(run, table)
         label += f", attention sdpa {sum(k == 'sdpa' for k in table.values())}/{len(table)} shapes"
+        decomposed = sum(k == "decomposed" for k in table.values())
+        label += f" (softmax decomposed in {decomposed})" if decomposed else ""
     return run, inputs, label
 
 
