@@ -1,6 +1,7 @@
 """Ours vs the official implementations, side by side in one process: same weights, same input ->
 outputs within 1e-4 (fp32) and bf16 moving ours no more than the official ones, and the throughput ratio
-in fp32 and bf16 at batch 1 and 16 with ours' GEMM floor and the CPU named (printed, not asserted: timings).
+in fp32 and bf16 at batch 1 and 16 with ours' GEMM floor, the ceiling any attention kernel could reach, and
+the CPU named (printed, not asserted: timings).
 
 Covers the four backbones of the official HoT repository (MixSTE, MotionBERT, MotionAGFormer,
 MHFormer), its HoT / TPC variants, and PoseFormer from its own repository. The pruned variants
@@ -36,7 +37,8 @@ from typing import Optional
 import pytest
 import torch
 
-from backbones import create, create_hourglass, load_pretrained
+from backbones import create, create_hourglass, layers, load_pretrained
+from bench.measure import fastpath
 from bench.measure.speed import measure_speed
 
 HOT = os.environ.get("VPTBENCH_OFFICIAL_HOT")
@@ -217,27 +219,34 @@ BATCHES = [int(b) for b in os.environ.get("VPTBENCH_OFFICIAL_BATCHES", "1,16").s
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", PARAMS)
-def test_speed_vs_official(name, precision, batch):
+def test_speed_vs_official(monkeypatch, name, precision, batch):
     """Both models through the same timing path (`measure_speed`: the CPU's faster fp32 GEMM path, or a
-    bf16 copy), alternating three times; best of each side. Prints the ratio, ours' GEMM floor and the
-    CPU it ran on."""
+    bf16 copy), alternating three times; best of each side. Prints the ratio, ours' GEMM floor, the CPU
+    it ran on, and a ceiling: ours with every attention product skipped (SDPA returning zeros, no
+    kernel choice). Everything else a forward runs (Linear, norms, activations, adds, layout copies) is
+    the same op on both sides, so no attention kernel can take ours past `official / ceiling`."""
     case, official, ours = _pair(name)
     make = lambda b: (torch.randn(b, case.frames, 17, case.chans, generator=torch.Generator().manual_seed(0)),)  # noqa: E731
     kw = dict(frames_out_per_clip=case.frames, batch_size=batch, threads=2, warmup=1, iters=1,
               repeats=5 if batch == 1 else 2, precision=precision)
     rows = {}
-    for _ in range(3 if batch == 1 else 2):  # alternate, so drift on a shared machine hits both
-        for side, model in (("official", official), ("ours", ours)):
-            try:
-                rows.setdefault(side, []).append(measure_speed(model, make, floor=side == "ours", **kw))
-            except RuntimeError as e:
-                if precision != "fp32":
-                    _skip_if_official_lacks_dtype(name, side, precision, e)
-                raise
-    o = max(r["clips_per_s"] for r in rows["official"])
+    for _ in range(3 if batch == 1 else 2):  # alternate, so drift on a shared machine hits all three
+        for side, model in (("official", official), ("ours", ours), ("ceiling", ours)):
+            with monkeypatch.context() as free:
+                if side == "ceiling":
+                    free.setattr(layers.F, "scaled_dot_product_attention",
+                                 lambda q, k, v, *a, **kw: q.new_zeros(q.shape[:-1] + v.shape[-1:]))
+                    free.setattr(fastpath, "attention_kernel_table", lambda *a, **kw: {})
+                try:
+                    rows.setdefault(side, []).append(measure_speed(model, make, floor=side == "ours", **kw))
+                except RuntimeError as e:
+                    if precision != "fp32":
+                        _skip_if_official_lacks_dtype(name, side, precision, e)
+                    raise
+    o, c = (max(r["clips_per_s"] for r in rows[side]) for side in ("official", "ceiling"))
     best = max(rows["ours"], key=lambda r: r["clips_per_s"])
     u, floor = best["clips_per_s"], best["floor_s"]
     print(f"\n{name} [{precision}, batch {batch}] on {_cpu()}, 2 threads: official {batch / o:.3f} s, ours "
           f"{batch / u:.3f} s per forward, ratio {u / o:.3f}x; Linear-only floor {floor:.3f} s, ours / floor "
-          f"{batch / u / floor:.2f} ({best['speed_path']})")
-    assert u > 0 and o > 0
+          f"{batch / u / floor:.2f}; attention free {batch / c:.3f} s, ceiling {c / o:.3f}x ({best['speed_path']})")
+    assert u > 0 and o > 0 and c > 0
