@@ -43,7 +43,7 @@ ONEDNN_MARGIN = 1.05  # oneDNN must be this much faster to be used (below it, ke
 # an attention kernel must be this much faster than the one preferred before it (KERNELS order) to be
 # used: near-ties would otherwise flip from cell to cell with the timer's noise and make cells of the
 # same shapes disagree
-EXPLICIT_MARGIN = 1.10
+KERNEL_MARGIN = 1.10
 
 
 def onednn_available() -> bool:
@@ -128,7 +128,7 @@ def attention_kernel_table(calls, dtype: torch.dtype = torch.float32, device: st
     """(q, k, v shapes) -> 'sdpa', 'explicit' or 'decomposed' (`backbones.layers.KERNELS`): the kernel
     that ran each distinct attention call of `calls` fastest here, timed on fresh tensors of its shapes,
     strides and `dtype` (best of 3 x 3, alternating). SDPA unless another wins by more than
-    EXPLICIT_MARGIN; the explicit product with torch's softmax unless the decomposed softmax beats it by
+    KERNEL_MARGIN; the explicit product with torch's softmax unless the decomposed softmax beats it by
     as much."""
     table: Dict[tuple, str] = {}
     for kind, qs, ks, _, extra in calls:
@@ -144,7 +144,7 @@ def attention_kernel_table(calls, dtype: torch.dtype = torch.float32, device: st
                     times[kernel] = min(times[kernel], _best_of(lambda: attend(q, k, v), repeats=3))
         choice = KERNELS[0]
         for other in KERNELS[1:]:  # in order of preference: a near-tie keeps the earlier kernel
-            if times[choice] > EXPLICIT_MARGIN * times[other]:
+            if times[choice] > KERNEL_MARGIN * times[other]:
                 choice = other
         table[key] = choice
     return table

@@ -224,7 +224,7 @@ def test_speed_vs_official(monkeypatch, name, precision, batch):
     bf16 copy), alternating three times; best of each side. Prints the ratio, ours' GEMM floor, the CPU
     it ran on, and a ceiling: ours with every attention product skipped (SDPA returning zeros, no
     kernel choice). Everything else a forward runs (Linear, norms, activations, adds, layout copies) is
-    the same op on both sides, so no attention kernel can take ours past `official / ceiling`."""
+    the same op on both sides, so no attention kernel can take ours past `official / attention-free`."""
     case, official, ours = _pair(name)
     make = lambda b: (torch.randn(b, case.frames, 17, case.chans, generator=torch.Generator().manual_seed(0)),)  # noqa: E731
     kw = dict(frames_out_per_clip=case.frames, batch_size=batch, threads=2, warmup=1, iters=1,
