@@ -32,6 +32,7 @@ from . import __version__
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, DataCfg, PrunerCfg, RecovererCfg
 from .devices import device_kind, is_out_of_memory, resolve_device
+from .measure.capability import cpu_features, cpu_isa
 from .records import METRIC_GROUPS
 from .store import ResultStore, cell_key
 
@@ -71,10 +72,12 @@ def _cpu_name() -> str:
 
 
 def environment(device: str = "cpu") -> Dict[str, Any]:
-    """Where a record was measured: package, commit, torch, the CPU always, and for a CUDA device the
-    GPU, CUDA, cuDNN and driver versions and the TF32 settings (they change fp32 GPU speed and results)."""
+    """Where a record was measured: package, commit, torch, the CPU always (its name, the ISA torch's kernels
+    dispatch to and the extensions the timing path probes), and for a CUDA device the GPU, CUDA, cuDNN and
+    driver versions and the TF32 settings (they change fp32 GPU speed and results)."""
     env = {"vptbench_version": __version__, "git_commit": _git_commit(), "torch_version": torch.__version__,
            "device": str(device), "device_name": _cpu_name(), "cpu_name": _cpu_name(), "cpu_count": os.cpu_count(),
+           "cpu_isa": cpu_isa(), "cpu_features": ",".join(k for k, v in cpu_features().items() if v),
            "threads": torch.get_num_threads(), "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if str(device).startswith("cuda"):
         dev = torch.device(device)

@@ -15,7 +15,7 @@ from typing import Dict, Iterator, List, Tuple
 
 from .cell import METRIC_FIELDS, cell_label, has_metric, load_cell_data, run_cell
 from .config import Config
-from .devices import check_device_exists
+from .devices import check_device_exists, device_kind
 from .store import ResultStore, cell_key
 
 __all__ = ["Grid"]
@@ -41,12 +41,14 @@ class Grid:
         return ResultStore(store).get(key)
 
     def preflight(self, check_devices: bool = True) -> None:
-        """Before any compute, fail in one line (ValueError) on a device this machine lacks (not checked
-        when the cells run elsewhere, e.g. on SLURM nodes), a store that cannot be written or data that
-        cannot be loaded; remove temp files left by killed writers."""
+        """Before any compute, fail in one line (ValueError) on a device this machine lacks or a timing
+        precision no kernel of its CPU runs (neither checked when the cells run elsewhere, e.g. on SLURM
+        nodes), a store that cannot be written or data that cannot be loaded; remove temp files left by
+        killed writers."""
         if check_devices:
             for name in sorted({cfg.device for cfg in self.cells.values()}):
                 check_device_exists(name)
+            self.check_precisions()
         self.check_data()
         for store in sorted({s for s, _ in self.cells}):
             ResultStore(store).prepare()
@@ -55,6 +57,16 @@ class Grid:
             if "accuracy" in cfg.metrics and repr(cfg.data) not in seen:
                 seen.add(repr(cfg.data))
                 load_cell_data(cfg.data)
+
+    def check_precisions(self) -> None:
+        """Timing precisions of the CPU speed cells that this CPU cannot run at all (capability probes)."""
+        wanted = {cfg.speed.precision for cfg in self.cells.values()
+                  if "speed" in cfg.metrics and device_kind(cfg.device) == "cpu"} - {"fp32"}
+        if wanted:
+            from .measure.capability import check_precision
+
+            for precision in sorted(wanted):
+                check_precision(precision)
 
     def check_data(self) -> None:
         """The data configs of the accuracy cells, without loading them: names, paths, files present."""

@@ -206,3 +206,15 @@ def test_best_value_ignores_non_finite_values():
     assert mask["GFLOPs"].tolist() == [False, False, False, True]
     assert mask["frames/s"].tolist() == [True, False, False, False]
     assert best_mask(frame, {"GFLOPs": LOWER, "frames/s": LOWER}, whole_table=True).values.sum() == 1
+
+
+def test_report_notes_cells_timed_in_an_emulated_precision():
+    from bench.report.tables import markdown_report
+
+    native = "bf16 weights and activations, oneDNN linear, attention sdpa 2/2 shapes"
+    emulated = ("bf16 weights and activations, emulated (this CPU (AVX2) has no bf16 arithmetic: torch's own "
+                "kernels, widened to fp32), aten linear, attention sdpa 2/2 shapes")
+    recs = [record(speed_path=native), record(pruner="cluster", recoverer="attention", schedule=[(1, 9)],
+                                              speed_path=emulated)]
+    assert "emulated precision" not in markdown_report(load_frame(recs[:1]))
+    assert "**Note:** 1 cell(s) were timed in an emulated precision" in markdown_report(load_frame(recs))

@@ -164,17 +164,20 @@ def _ops_run(fn):
     return {e.key for e in prof.key_averages()}
 
 
-@pytest.mark.parametrize("precision, label, tol", [("fp32", "fp32", 1e-5), ("bf16", "bf16 weights and activations", 5e-2)])
-def test_onednn_linears_live_only_in_the_timing_copy(monkeypatch, precision, label, tol):
+@pytest.mark.parametrize("precision, dtype, tol", [("fp32", torch.float32, 1e-5), ("bf16", torch.bfloat16, 5e-2)])
+def test_onednn_linears_live_only_in_the_timing_copy(monkeypatch, precision, dtype, tol):
+    """Where oneDNN has a linear for the dtype (probed; an AVX2-only CPU has none in bf16), the copy runs
+    it; the fallback where it has none is tested on every CPU in test_capability.py."""
     from backbones import create
-    from bench.measure import fastpath
+    from bench.measure import capability, fastpath
 
-    if not fastpath.onednn_available():
-        pytest.skip("this torch build has no oneDNN linear")
-    monkeypatch.setattr(fastpath, "gemm_path", lambda calls, dtype=torch.float32: "onednn")  # as on an AMD EPYC
+    if not capability.onednn_linear_works(dtype):
+        pytest.skip(f"oneDNN has no {precision} linear on this CPU ({capability.cpu_isa()}); probed")
+    monkeypatch.setattr(fastpath, "gemm_path", lambda calls, dtype=torch.float32: "onednn")  # as where it wins
     model = create("mixste", preset="tiny").eval()
     x = torch.randn(2, 27, 17, 2)
     run, inputs, path = fastpath.timing_model(model, (x,), precision, "cpu")
+    label = capability.precision_support(precision).label()
     assert path.startswith(f"{label}, oneDNN linear, attention sdpa ") and run is not model
     assert all(type(m) is not fastpath.OneDNNLinear for m in model.modules())  # the model stays plain
     assert {p.dtype for p in model.parameters()} == {torch.float32}
@@ -188,14 +191,16 @@ def test_gemm_path_is_measured_not_assumed(monkeypatch):
     from bench.measure import fastpath
 
     calls = [("linear", torch.Size([256, 64]), torch.Size([128, 64]), True, {})]
+    monkeypatch.setattr(fastpath, "onednn_linear_works", lambda dtype: True)  # as on a CPU where it exists
     times = iter([2.0, 1.0])  # aten, then oneDNN: oneDNN twice as fast here
     monkeypatch.setattr(fastpath, "_best_of", lambda fn, repeats=5: next(times))
-    assert fastpath.gemm_path(calls) == ("onednn" if fastpath.onednn_available() else "aten")
+    assert fastpath.gemm_path(calls) == "onednn"
     times = iter([1.0, 0.99])  # within the margin: keep torch's default
     assert fastpath.gemm_path(calls) == "aten"
-    assert fastpath.gemm_path(calls, torch.float16) == "aten"  # oneDNN's linear: fp32 and bf16 only
+    monkeypatch.setattr(fastpath, "onednn_linear_works", lambda dtype: dtype == torch.float32)
     times = iter([2.0, 1.0])
-    assert fastpath.gemm_path(calls, torch.bfloat16) == ("onednn" if fastpath.onednn_available() else "aten")
+    assert fastpath.gemm_path(calls, torch.bfloat16) == "aten"  # no oneDNN bf16 linear: nothing timed
+    assert next(times) == 2.0
 
 
 def test_attention_kernel_is_measured_per_shape_not_assumed(monkeypatch):
@@ -271,6 +276,11 @@ def test_attention_kernel_choice_takes_the_decomposed_softmax_where_it_wins(monk
     assert sorted(set(used)) == ([9, 17, 27] if chosen == "decomposed" else [])
 
 
+def _native_bf16() -> bool:
+    """bf16 arithmetic on this CPU, from torch's ISA queries directly (what capability.py must agree with)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def test_bf16_times_a_bf16_copy_and_outputs_move_by_its_rounding():
     from backbones import create
     from bench.measure import fastpath
@@ -278,7 +288,9 @@ def test_bf16_times_a_bf16_copy_and_outputs_move_by_its_rounding():
     model = create("mixste", preset="tiny").eval()
     x = torch.randn(2, 27, 17, 2)
     run, (xb,), label = fastpath.timing_model(model, (x,), "bf16", "cpu")
-    assert re.match(r"bf16 weights and activations, (aten|oneDNN) linear, attention", label) and xb.dtype == torch.bfloat16
+    emulated = r", emulated \(this CPU \(\w+\) has no bf16 arithmetic: [^)]*\)" if not _native_bf16() else ""
+    assert re.match(rf"bf16 weights and activations{emulated}, (aten|oneDNN) linear, attention", label), label
+    assert xb.dtype == torch.bfloat16
     assert {p.dtype for p in run.parameters()} == {torch.bfloat16} and {p.dtype for p in model.parameters()} == {torch.float32}
     with torch.inference_mode():
         ref, out = model(x), run(xb).float()
@@ -453,7 +465,7 @@ def test_inductor_with_freezing_compiles_the_timing_copy_where_onednn_would_win(
     from backbones import create
     from bench.measure import fastpath
 
-    if not fastpath.onednn_available():
+    if not fastpath.onednn_linear_works(torch.float32):
         pytest.skip("this torch build has no oneDNN linear")
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("inductor needs a C++ compiler (g++ or $CXX) and there is none on PATH")

@@ -11,10 +11,13 @@ timing (`speed_path`):
   both). In bf16 both end in oneDNN, but torch's addmm first copies the broadcast bias into the output
   and then accumulates onto it, which oneDNN's own primitive fuses (Xeon with AMX, MixSTE's qkv call:
   2.43 vs 2.13 ms). `gemm_path` times both on the model's own largest Linear call and routes the copy's
-  Linears through oneDNN only where that wins by more than 5 %.
+  Linears through oneDNN only where that wins by more than 5 %, and only where oneDNN has a linear for
+  the dtype at all (`capability.onednn_linear_works`, probed: an AVX2-only CPU has none in bf16/fp16).
 - bf16 / fp16: what deployment does: the copy holds its weights and runs its activations in that dtype
   (inputs are cast), not autocast around fp32 weights. Outputs then move against fp32 by the
-  precision's rounding (bf16: about 1e-2 relative).
+  precision's rounding (bf16: about 1e-2 relative). On a CPU without arithmetic of that dtype the copy
+  runs on torch's own kernels and the label says `emulated` (`capability.PrecisionSupport`); where no
+  kernel runs it, `check_precision` refuses it in one line before anything is built.
 - attention on a CPU: fused SDPA, the explicit softmax(q k^T) v, or the explicit product with the
   softmax decomposed into max, exp, sum and divide, whichever ran each of the forward's attention
   shapes fastest here (`attention_kernel_table`, same shapes, strides and dtype). Which wins depends on
@@ -37,21 +40,14 @@ import torch.nn.functional as F
 from backbones.layers import KERNELS, attend, attention_kernels
 
 from ..precision import dtype_of
+from .capability import check_precision, onednn_linear, onednn_linear_works, warn_if_emulated
 
-__all__ = ["OneDNNLinear", "timing_model", "gemm_path", "onednn_available", "forward_calls", "attention_kernel_table"]
+__all__ = ["OneDNNLinear", "timing_model", "gemm_path", "forward_calls", "attention_kernel_table"]
 ONEDNN_MARGIN = 1.05  # oneDNN must be this much faster to be used (below it, keep torch's default path)
 # an attention kernel must be this much faster than the one preferred before it (KERNELS order) to be
 # used: near-ties would otherwise flip from cell to cell with the timer's noise and make cells of the
 # same shapes disagree
 KERNEL_MARGIN = 1.10
-
-
-def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-
-
-def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
 class OneDNNLinear(nn.Module):
@@ -63,7 +59,7 @@ class OneDNNLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _onednn_linear(x, self.weight, self.bias)
+        return onednn_linear(x, self.weight, self.bias)
 
 
 def forward_calls(model: nn.Module, inputs: tuple) -> List[Tuple[str, torch.Size, torch.Size, bool, dict]]:
@@ -106,21 +102,18 @@ def _best_of(fn: Callable[[], object], repeats: int = 5) -> float:
     return best
 
 
-ONEDNN_DTYPES = (torch.float32, torch.bfloat16)  # what oneDNN's linear runs on every CPU it supports
-
-
 def gemm_path(calls, dtype: torch.dtype = torch.float32) -> str:
-    """'onednn' when oneDNN runs the largest Linear call of `calls` in `dtype` (fp32 or bf16) faster
-    than torch's default (by more than ONEDNN_MARGIN) on this CPU, else 'aten'."""
+    """'onednn' when oneDNN has a linear for `dtype` on this CPU (probed) and runs the largest Linear call
+    of `calls` faster than torch's default (by more than ONEDNN_MARGIN), else 'aten'."""
     linears = [c for c in calls if c[0] == "linear"]
-    if dtype not in ONEDNN_DTYPES or not linears or not onednn_available():
+    if not linears or not onednn_linear_works(dtype):
         return "aten"
     _, xs, ws, bias, _ = max(linears, key=lambda c: c[1].numel() * c[2][0])
     x, w = torch.randn(xs, dtype=dtype), torch.randn(ws, dtype=dtype) * 0.02
     b = torch.zeros(ws[0], dtype=dtype) if bias else None
     with torch.inference_mode():
         aten = _best_of(lambda: F.linear(x, w, b))
-        onednn = _best_of(lambda: _onednn_linear(x, w, b))
+        onednn = _best_of(lambda: onednn_linear(x, w, b))
     return "onednn" if aten > ONEDNN_MARGIN * onednn else "aten"
 
 
@@ -174,15 +167,18 @@ def timing_model(model: nn.Module, inputs: tuple, precision: str, device: str,
     torch.compile, which picks its own: inductor's freezing packs oneDNN weights itself, and fails on a
     graph that already calls oneDNN's linear)."""
     dtype = dtype_of(precision)
+    cpu = torch.device(device).type == "cpu"
+    support = check_precision(precision) if cpu else None  # no kernel for it: one line, before the copy
     run = model
     if dtype != torch.float32:
         run = copy.deepcopy(model).to(dtype)
         inputs = tuple(x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)
-    label = f"{precision} weights and activations" if dtype != torch.float32 else "fp32"
-    if torch.device(device).type != "cpu":
-        return run, inputs, label
+    if not cpu:
+        return run, inputs, f"{precision} weights and activations" if dtype != torch.float32 else "fp32"
+    warn_if_emulated(support)
+    label = support.label()
     calls = calls if calls is not None else forward_calls(run, inputs)
-    if dtype in ONEDNN_DTYPES and gemm:
+    if gemm:
         path = gemm_path(calls, dtype)
         if path == "onednn":
             run = _with_onednn_linears(run)

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
-from .fastpath import ONEDNN_DTYPES, _onednn_linear, onednn_available
+from .capability import onednn_linear, onednn_linear_works
 
 __all__ = ["gemm_floor_s"]
 
@@ -26,7 +26,7 @@ def _op(call, dtype: torch.dtype, device: str, onednn: bool) -> Callable[[], obj
     if kind == "conv":
         f = F.conv1d if len(ws) == 3 else F.conv2d
         return lambda: f(x, w, b, **conv)
-    return (lambda: _onednn_linear(x, w, b)) if onednn else (lambda: F.linear(x, w, b))
+    return (lambda: onednn_linear(x, w, b)) if onednn else (lambda: F.linear(x, w, b))
 
 
 def _median_s(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
@@ -44,7 +44,8 @@ def _median_s(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) 
 def gemm_floor_s(calls: List[tuple], dtype: torch.dtype, device: str = "cpu", repeats: int = 5) -> float:
     """Seconds of one forward's Linear/Conv calls (`fastpath.forward_calls`) run alone: each distinct call
     timed on fresh tensors of its shapes (median of `repeats`), times how often the forward makes it.
-    On a CPU in fp32 and bf16 each Linear takes the faster of torch's and oneDNN's product."""
+    On a CPU each Linear takes the faster of torch's and oneDNN's product where oneDNN has a linear for
+    `dtype` (probed: an AVX2-only CPU has none in bf16 or fp16)."""
     cuda = torch.device(device).type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     counts: Dict[tuple, int] = Counter((c[0], tuple(c[1]), tuple(c[2]), c[3], tuple(sorted(c[4].items())))
@@ -53,7 +54,6 @@ def gemm_floor_s(calls: List[tuple], dtype: torch.dtype, device: str = "cpu", re
     with torch.inference_mode():
         for key, n in counts.items():
             call = (key[0], torch.Size(key[1]), torch.Size(key[2]), key[3], dict(key[4]))
-            paths = [False] + ([True] if (call[0] == "linear" and not cuda and dtype in ONEDNN_DTYPES
-                                          and onednn_available()) else [])
+            paths = [False] + ([True] if call[0] == "linear" and not cuda and onednn_linear_works(dtype) else [])
             total += n * min(_median_s(_op(call, dtype, device, p), repeats, sync) for p in paths)
     return total

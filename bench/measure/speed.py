@@ -30,6 +30,7 @@ from ..devices import is_out_of_memory
 from ..precision import dtype_of
 from ..records import METRIC_GROUPS
 from .allocator import heap_in_use_bytes, keep_freed_memory
+from .capability import check_precision
 from .fastpath import forward_calls, timing_model
 from .floor import gemm_floor_s
 from .inputs import as_inputs
@@ -56,7 +57,9 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
         warmup, iters, repeats: untimed forwards; forwards per timed repeat; timed repeats.
         device: 'cpu' or a CUDA device ('cuda', 'cuda:1').
         precision: 'fp32', or 'bf16' / 'fp16': a copy of the model with weights and activations in that
-            dtype, as deployed (`fastpath.timing_model`, which also picks the CPU's faster fp32 GEMM path).
+            dtype, as deployed (`fastpath.timing_model`, which also picks the CPU's faster GEMM path). On
+            a CPU without that dtype's arithmetic the label says `emulated` (and a warning is logged
+            once); where no kernel runs it, `capability.UnsupportedPrecision` before any forward.
         compile: time `torch.compile(model)`; its first forward (the compilation) is timed apart as
             `compile_s` and never counted in the throughput; the warm-up forwards follow it.
         floor: also time the forward's Linear/Conv calls alone (`floor.gemm_floor_s`).
@@ -78,6 +81,8 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
                          f"got {', '.join(bad)}")
     dtype = dtype_of(precision)  # an unknown name fails here, before any work
     cuda = torch.device(device).type == "cuda"
+    if not cuda:
+        check_precision(precision)  # no kernel on this CPU runs it: one line, before any forward
     allocator = None if cuda else keep_freed_memory()  # before the first forward: process-wide, see .allocator
     old_threads, modes = torch.get_num_threads(), {m: m.training for m in model.modules()}
     old_benchmark = torch.backends.cudnn.benchmark

@@ -261,6 +261,12 @@ def build_tables(df: pd.DataFrame) -> List[Table]:
     return tables
 
 
+def _emulated_speed_cells(df: pd.DataFrame) -> int:
+    if "speed_path" not in df:
+        return 0
+    return int(((df["status"] == "ok") & df["speed_path"].fillna("").str.contains(", emulated (", regex=False)).sum())
+
+
 def markdown_report(df: pd.DataFrame, tables: List[Table] | None = None) -> str:
     tables = build_tables(df) if tables is None else tables
     lines = ["# vptbench results", ""]
@@ -273,6 +279,11 @@ def markdown_report(df: pd.DataFrame, tables: List[Table] | None = None) -> str:
         lines += [f"**Warning:** {mixed} cell(s) appear with more than one configuration (settings the tables do not "
                   "show, e.g. train.steps or train.loss, differ); they are separate rows, never averaged together. "
                   "Keep each study in its own store (`store=`).", ""]
+    emulated = _emulated_speed_cells(df)
+    if emulated:
+        lines += [f"**Note:** {emulated} cell(s) were timed in an emulated precision (their CPU has no arithmetic of "
+                  "that dtype, so torch's own kernels widened it to fp32; `speed_path` says so): their frames/s "
+                  "say little about deployment.", ""]
     lines += [t.markdown() for t in tables]
     lines += ["GFLOPs: paper convention, 2 × MACs of Linear/Conv layers for one clip at batch 1. "
               "ΔFLOPs / ΔMPJPE / speed-up against the unpruned baseline of the same backbone, preset and data. "
