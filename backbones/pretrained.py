@@ -5,17 +5,24 @@ Our module names follow each family's official state_dict, so conversion is most
 2. strip DataParallel's `module.` prefix;
 3. for an `Hourglass`, route HoT's extra keys — `pos_embed_token` (one stage), `x_token` and
    `cross_attention.*` (TRA) — to the wrapper, and everything else to `backbone.`.
-Loading is strict: any missing or unexpected key or shape mismatch is one error line listing them.
+Loading is strict: any missing or unexpected key or shape mismatch is one error line listing them and,
+for a file of another model, naming what the file holds (`identify_weights`: the family whose key names it
+has, and the preset whose shapes it fits). Files are read with `torch.load(weights_only=True)`: a file
+carrying pickled code is refused, never run.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, Mapping
+import re
+import warnings
+from functools import lru_cache
+from typing import Dict, Mapping, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
 
-__all__ = ["load_pretrained", "convert_official", "unwrap_checkpoint"]
+__all__ = ["load_pretrained", "convert_official", "unwrap_checkpoint", "read_weights", "identify_weights",
+           "fit_frame_norms", "weights_into", "describe_preset", "WeightsId"]
 
 _CONTAINER_KEYS = ("model_pos", "model", "state_dict")
 _HOT_RECOVERER_KEYS = ("x_token", "cross_attention.")
@@ -36,8 +43,11 @@ def unwrap_checkpoint(obj) -> Dict[str, torch.Tensor]:
 
 
 def convert_official(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
-    """Official key names -> this model's key names (identity for a bare backbone)."""
+    """Official key names -> this model's key names (identity for a bare backbone, and for a vptbench
+    Hourglass checkpoint, whose keys already are)."""
     if not hasattr(model, "backbone"):
+        return dict(state_dict)
+    if any(k.startswith("backbone.") for k in state_dict):
         return dict(state_dict)
     out = {}
     for k, v in state_dict.items():
@@ -55,15 +65,164 @@ def _short(names, n=6) -> str:
     return ", ".join(names[:n]) + (f" … (+{len(names) - n} more)" if len(names) > n else "")
 
 
-def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """Load an official (upstream or HoT) checkpoint file into `model`, strictly. Returns the model."""
+def read_weights(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
+    """The flat state dict of a checkpoint file (official or vptbench), read without running any code it
+    carries; every problem is one line naming the file."""
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {str(path)!r} does not exist; pass the path of an official .pth/.bin file")
+    st = os.stat(path)
+    return _read_weights(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=2)  # a grid's cells share a file: preflight and each cell read it once
+def _read_weights(path: str, _size: int, _mtime_ns: int) -> Dict[str, torch.Tensor]:
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its pickle-protocol notice is not the user's business
+            warnings.simplefilter("ignore", UserWarning)
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors have many types
-        raise ValueError(f"cannot read checkpoint {str(path)!r} with weights_only=True: {str(e).splitlines()[0]}") from None
-    state = convert_official(unwrap_checkpoint(raw), model)
+        first = " ".join(str(e).split()) or type(e).__name__
+        found = re.search(r"GLOBAL ([\w.]+)", first)
+        if found:
+            raise ValueError(f"checkpoint {path!r} carries pickled code or objects ({found.group(1)}), which "
+                             "vptbench never runs; re-save its tensors: torch.save(model.state_dict(), path)") from None
+        raise ValueError(f"cannot read checkpoint {path!r} with weights_only=True (not a torch checkpoint?): "
+                         f"{first[:300]}") from None
+    try:
+        return unwrap_checkpoint(raw)
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path!r}: {e}") from None
+
+
+def _pattern(keys) -> frozenset:
+    return frozenset(re.sub(r"\.\d+\.", ".N.", k) for k in keys)
+
+
+@lru_cache(maxsize=1)
+def _family_patterns() -> Dict[str, frozenset]:
+    """Each family's key names with block indices folded (its smallest preset is built once to read them)."""
+    from .registry import create, list_backbones, list_presets
+
+    out = {}
+    for fam in list_backbones():
+        presets = list_presets(fam)
+        out[fam] = _pattern(create(fam, preset="tiny" if "tiny" in presets else presets[0]).state_dict())
+    return out
+
+
+HOT_EXTRAS = ("pos_embed_token", "x_token", "cross_attention.")
+
+
+class WeightsId(NamedTuple):
+    family: Optional[str]   # the registered family whose key names the file has, if any
+    preset: Optional[str]   # its preset whose shapes the file fits, if any
+    text: str               # all of it in words
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def identify_weights(state: Mapping[str, torch.Tensor]) -> WeightsId:
+    """What a state dict holds: the family whose key names it has, the preset whose shapes it fits (or its
+    tensor count), and HoT's extra keys, e.g. 'mixste weights (preset paper: 243 frames, dim 512, depth 8)
+    with a pruning stage to 81 tokens and TRA recovery for 243 frames'."""
+    from .registry import create, list_presets
+
+    own = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state.items()}
+    extras = {k: v for k, v in own.items() if k.startswith(HOT_EXTRAS) or k.startswith(("recoverer.", "pos_embed_token."))}
+    core = {k: v for k, v in own.items() if k not in extras and not k.startswith("pruner.")}
+    pattern = _pattern(core)
+    scores = {fam: len(pattern & p) / len(pattern | p) for fam, p in _family_patterns().items()}
+    fam = max(scores, key=scores.get)
+    if scores[fam] < 0.5:
+        return WeightsId(None, None, f"weights of no known family ({len(core)} tensors, e.g. {_short(core, 3)})")
+    what, found = f"{fam} weights ({len(core)} tensors, matching no preset's shapes)", None
+    for preset in list_presets(fam):
+        ref = create(fam, preset=preset).state_dict()
+        if set(ref) == set(core) and all(ref[k].shape == core[k].shape for k in ref):
+            found = preset
+            what = f"{fam} weights (preset {preset}: {describe_preset(fam, preset)})"
+            break
+    stage = next((v for k, v in extras.items() if k.startswith("pos_embed_token")), None)
+    x_token = next((v for k, v in extras.items() if k.endswith("x_token")), None)
+    if stage is not None:
+        what += f" with a pruning stage to {stage.shape[1]} tokens"
+    if x_token is not None:
+        what += f"{' and' if stage is not None else ' with'} TRA recovery for {x_token.shape[1]} frames"
+    return WeightsId(fam, found, what)
+
+
+def describe_preset(family: str, preset: str, **overrides) -> str:
+    from .registry import backbone_config
+
+    c = backbone_config(family, preset, **overrides)
+    dim = getattr(c, "embed_dim", None) or getattr(c, "spatial_dim", None)  # PoseFormer: its spatial width
+    return f"{c.num_frames} frames, dim {dim}, depth {c.depth}"
+
+
+def fit_frame_norms(model: nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """MotionAGFormer's temporal GCN normalises per frame (BatchNorm1d over the frame axis), so after a
+    pruning stage it has one channel per kept frame where an unpruned file has one per input frame. Which
+    frames are kept changes from clip to clip, so each kept slot starts from the file's mean over frames
+    (an approximation for zero-shot use; fine-tuning trains it further)."""
+    state = dict(state)
+    frames = getattr(model, "num_frames", None)
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.modules.batchnorm._BatchNorm) or frames is None or mod.num_features >= frames:
+            continue
+        for part in ("weight", "bias", "running_mean", "running_var"):
+            key = f"{name}.{part}"
+            if key in state and state[key].shape == (frames,):
+                state[key] = state[key].mean().expand(mod.num_features).clone()
+    return state
+
+
+# what a pruned model may have beyond an unpruned backbone's file: zero-initialised stage embeddings (they add
+# nothing until trained) and the strategies' own parameters (a learnable recoverer: untrained)
+STAGE_EMBEDDINGS = ("pos_embed_token.",)
+STRATEGY_PARAMETERS = ("recoverer.", "pruner.")
+
+
+def weights_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, cell: str,
+                 untrained_ok: bool, family: Optional[str] = None, preset: Optional[str] = None) -> nn.Module:
+    """Load a state dict (official key names or vptbench's) into `model` strictly, except that an unpruned
+    backbone's file may fill a pruned model: its stage embeddings start at zero, frame-sized norms are
+    fitted (`fit_frame_norms`), and a learnable strategy the file does not carry is allowed only with
+    `untrained_ok` (fine-tuning trains it). Any other misfit is one line naming what the file holds and
+    what the cell is (`source`, `cell`) and, when the file is another family's or preset's (`family`, `preset`
+    being the cell's), the options that fit it."""
+    converted = convert_official(state, model)
+    if hasattr(model, "backbone"):
+        converted = fit_frame_norms(model, converted)
+    own = model.state_dict()
+    missing = set(own) - set(converted)
+    unexpected = set(converted) - set(own)
+    shapes = [f"{k} {tuple(converted[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(converted)
+              if converted[k].shape != own[k].shape]
+    untrained = {k for k in missing if k.startswith(STRATEGY_PARAMETERS)}
+    if untrained and not untrained_ok:
+        raise ValueError(f"{source} holds {identify_weights(state)}, without the parameters of the cell {cell}'s "
+                         f"learnable strategy ({_short(untrained, 2)}): it would run untrained; use a parameter-free "
+                         f"recoverer (interpolation, nearest) for zero-shot, or mode=finetune to train it")
+    missing -= untrained | {k for k in missing if k.startswith(STAGE_EMBEDDINGS)}
+    if missing or unexpected or shapes:
+        held = identify_weights(state)
+        if held.family and held.preset and (held.family, held.preset) != (family, preset):
+            raise ValueError(f"{source} holds {held} but the cell is {cell}; use backbone={held.family} "
+                             f"preset={held.preset}")
+        parts = [f"{len(missing)} missing: {_short(missing, 3)}" if missing else "",
+                 f"{len(unexpected)} unexpected: {_short(unexpected, 3)}" if unexpected else "",
+                 f"{len(shapes)} shape mismatches: {_short(shapes, 2)}" if shapes else ""]
+        raise ValueError(f"{source} holds {held} but the cell is {cell} ("
+                         + "; ".join(p for p in parts if p) + "); pick the backbone, preset, schedule and recoverer "
+                         "the file was trained with")
+    model.load_state_dict(converted, strict=False)
+    return model
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load an official (upstream or HoT) checkpoint file into `model`, strictly. Returns the model."""
+    state = convert_official(read_weights(path), model)
     own = model.state_dict()
     missing = set(own) - set(state)
     unexpected = set(state) - set(own)

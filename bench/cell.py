@@ -28,6 +28,7 @@ import torch
 
 import backbones
 from backbones.hourglass import PRUNERS, RECOVERERS
+from backbones.pretrained import describe_preset, fit_frame_norms, read_weights, weights_into
 from . import __version__
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import Config, DataCfg, PrunerCfg, RecovererCfg
@@ -197,23 +198,43 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any], device:
             torch.manual_seed(cfg.seed)
             model = build_model(cfg)  # fresh weights, seeded
             ckdir = Path(cfg.store) / "checkpoints"
-            if cfg.pruner.name == "none" or cfg.mode != "scratch":
-                base_key = cell_key(cfg.baseline_identity())
-                state, info = _trained_baseline(cfg, train_seqs, ckdir / f"{base_key}.pt", device)
-                load_baseline(model, state)
-                record.update(baseline_key=base_key, **{f"baseline_{k}": v for k, v in info.items()})
-            if cfg.pruner.name != "none" and cfg.mode != "zeroshot":  # scratch or finetune: train this model
-                resume = ckdir / f"run-{cell_key(cfg.cell_identity())}.pt"
-                record.update(_train(cfg, model, train_seqs, resume, device))
-                resume.unlink(missing_ok=True)
-            elif cfg.pruner.name != "none":
-                record.update(train_steps=0, train_loss_mm=None, train_s=0.0, train_stop="zeroshot")
-            else:
-                record.update(info)
+            record.update(_weights_for_accuracy(cfg, model, train_seqs, ckdir, device))
             record.update(evaluate_model(model, test_seqs, frames=model.num_frames, batch_size=cfg.eval.batch_size,
-                                         flip=cfg.eval.flip, device=device))
+                                         flip=cfg.eval.flip, flip_reuses_selection=cfg.flip_reuses_selection(),
+                                         device=device))
         finally:
             torch.set_num_threads(threads)
+
+
+def _weights_for_accuracy(cfg: Config, model, train_seqs, ckdir: Path, device: torch.device) -> Dict[str, Any]:
+    """Give `model` the weights the cell's mode asks for; returns what the record says of them.
+
+    - weights= (the user's file): loaded, then evaluated as is (mode=eval; zero-shot if the cell prunes an
+      unpruned backbone's file) or fine-tuned from (mode=finetune);
+    - the unpruned baseline: trained (cached for the cells that start from it);
+    - finetune / zeroshot: the trained baseline's weights, then trained further or not;
+    - scratch: trained from its seeded initialisation."""
+    out: Dict[str, Any] = {}
+    if cfg.weights:
+        load_weights(cfg, model)
+        out.update(weights=cfg.weights, weights_sha256=cfg.cell_identity()["weights"])
+        train = cfg.mode == "finetune"
+    elif cfg.pruner.name == "none" or cfg.mode != "scratch":
+        base_key = cell_key(cfg.baseline_identity())
+        state, info = _trained_baseline(cfg, train_seqs, ckdir / f"{base_key}.pt", device)
+        load_baseline(model, state)
+        out.update(baseline_key=base_key, **{f"baseline_{k}": v for k, v in info.items()})
+        if cfg.pruner.name == "none":
+            return dict(out, **info)
+        train = cfg.mode != "zeroshot"
+    else:
+        train = True
+    if not train:
+        return dict(out, train_steps=0, train_loss_mm=None, train_s=0.0, train_stop=cfg.mode)
+    resume = ckdir / f"run-{cell_key(cfg.cell_identity())}.pt"
+    out.update(_train(cfg, model, train_seqs, resume, device))
+    resume.unlink(missing_ok=True)
+    return out
 
 
 def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device: torch.device) -> None:
@@ -302,27 +323,11 @@ def _trained_baseline(cfg: Config, train_seqs, path: Path,
 PRUNED_ONLY = ("pos_embed_token.", "recoverer.", "pruner.")
 
 
-def _fit_frame_norms(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """MotionAGFormer's temporal GCN normalises per frame (BatchNorm1d over the frame axis), so after a
-    pruning stage it has one channel per kept frame where the baseline has one per input frame. Which
-    frames are kept changes from clip to clip, so each kept slot starts from the baseline's mean over
-    frames (an approximation for zeroshot; finetune trains it further)."""
-    state = dict(state)
-    for name, mod in model.named_modules():
-        if not isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) or mod.num_features >= model.num_frames:
-            continue
-        for part in ("weight", "bias", "running_mean", "running_var"):
-            key = f"{name}.{part}"
-            if key in state and state[key].shape == (model.num_frames,):
-                state[key] = state[key].mean().expand(mod.num_features).clone()
-    return state
-
-
 def load_baseline(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> None:
     """Load unpruned baseline weights into a (pruned) model; only the pruned model's own extra parameters
-    may be missing and frame-sized norms are fitted (`_fit_frame_norms`); anything else (unexpected or
+    may be missing and frame-sized norms are fitted (`backbones.pretrained.fit_frame_norms`); anything else (unexpected or
     missing keys, shape mismatches) is a one-line error."""
-    state = _fit_frame_norms(model, state)
+    state = fit_frame_norms(model, state)
     try:
         res = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
@@ -332,6 +337,16 @@ def load_baseline(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Non
     if missing or res.unexpected_keys:
         raise ValueError(f"the baseline's weights do not fit the model: missing {missing[:5]}, unexpected "
                          f"{res.unexpected_keys[:5]}; use mode=scratch")
+
+
+def load_weights(cfg: Config, model: torch.nn.Module) -> None:
+    """The cell's `weights=` file into its model (`backbones.pretrained.weights_into`): one line naming what
+    the file holds and what the cell is when they do not fit. Fine-tuning may start a learnable recoverer
+    the file lacks; evaluating may not."""
+    fam, preset = cfg.backbone.name, cfg.preset.name
+    cell = f"{cell_label(cfg)} ({describe_preset(fam, preset, **dict(cfg.backbone.overrides))})"
+    weights_into(model, read_weights(cfg.weights), source=f"weights={cfg.weights}", cell=cell,
+                 untrained_ok=cfg.mode == "finetune", family=fam, preset=preset)
 
 
 def cell_label(cfg: Config) -> str:

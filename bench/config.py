@@ -22,15 +22,21 @@ from .devices import check_device_name, device_kind
 from .records import METRIC_GROUPS
 
 __all__ = ["Config", "BackboneCfg", "PrunerCfg", "RecovererCfg", "PresetCfg", "PipelineCfg", "DataCfg",
-           "TrainCfg", "EvalCfg", "SpeedCfg", "METRICS", "MODES", "LOSSES", "LR_SCHEDULES", "OPTIMIZERS",
+           "TrainCfg", "EvalCfg", "SpeedCfg", "METRICS", "MODES", "FLIP_SELECTIONS", "WEIGHT_SUFFIXES", "LOSSES", "LR_SCHEDULES", "OPTIMIZERS",
            "PRECISIONS", "register_configs"]
 
 MISSING = "???"  # omegaconf.MISSING: a value the config must set (written out so importing this stays cheap)
 
 METRICS = tuple(METRIC_GROUPS)  # params, flops, speed, accuracy
-# how a pruned cell gets its weights: trained pruned from scratch, fine-tuned from the trained unpruned
-# baseline, or the baseline's weights with the pruner plugged in untrained
-MODES = ("scratch", "finetune", "zeroshot")
+# how a cell gets its weights: trained pruned from scratch, fine-tuned from the trained unpruned baseline
+# (or from a weights file), the baseline's weights with the pruner plugged in untrained, or a weights file
+# evaluated as loaded (`weights=`; a pruned cell on an unpruned backbone's file is zero-shot)
+MODES = ("scratch", "finetune", "zeroshot", "eval")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".pth.tar", ".pth.tr", ".ckpt")  # published checkpoint names
+# test-time flip: whether the mirrored pass re-prunes or replays the plain pass's selection. `official`:
+# as the official HoT test scripts do, afresh for seq2seq (main_mixste.py) and replayed for seq2frame
+# (main_mixste_tpc.py, main_mhformer_tpc.py)
+FLIP_SELECTIONS = ("official", "afresh", "reuse")
 LOSSES = ("mpjpe", "mixste")          # bench.losses
 LR_SCHEDULES = ("cosine", "epoch")    # bench.train
 OPTIMIZERS = ("adamw", "adam")        # bench.train
@@ -117,6 +123,7 @@ class TrainCfg:
 class EvalCfg:
     flip: bool = True                 # flip test-time augmentation (the papers' protocol)
     batch_size: int = 64              # clips per forward while evaluating
+    flip_selection: str = "official"  # official | afresh | reuse: the mirrored pass's pruning (FLIP_SELECTIONS)
 
 
 @dataclass
@@ -141,7 +148,8 @@ class Config:
     schedule: List[Any] = field(default_factory=list)       # [[layer, tokens], ...]; [] = no pruning
     metrics: List[str] = field(default_factory=lambda: list(METRICS))
     seed: int = 0
-    mode: str = "scratch"             # scratch | finetune | zeroshot (see MODES)
+    mode: str = "scratch"             # scratch | finetune | zeroshot | eval (see MODES)
+    weights: str = ""                 # a checkpoint (official layout or vptbench's), or a folder holding one
     store: str = "results/store"      # directory of the results store
     rerun: bool = False               # re-run cells already in the store
     train: TrainCfg = field(default_factory=TrainCfg)
@@ -173,6 +181,7 @@ class Config:
         self.schedule = check_hourglass(cfg.depth, cfg.num_frames, self.pruner.name, self.recoverer.name,
                                         sched, self.pipeline.name, backbones.backbone_pipelines(self.backbone.name),
                                         dict(self.pruner.args), dict(self.recoverer.args))
+        self._check_weights()
         if self.speed.precision not in PRECISIONS:
             raise ValueError(f"unknown speed.precision {self.speed.precision!r}; valid: {', '.join(PRECISIONS)}")
         check_device_name(self.device)
@@ -216,6 +225,31 @@ class Config:
         if Path(self.store).expanduser().resolve() == Path(Path(self.store).expanduser().resolve().anchor):
             raise ValueError(f"store={self.store} is the filesystem root; pass store=DIR, a directory of its own")
 
+    def _check_weights(self) -> None:
+        """`weights=` resolved to one existing file (a folder: its first checkpoint by name, as the official
+        HoT loader takes the first *.pth of --previous_dir); the modes that use it. Reading the file and
+        fitting it to the model are `preflight`'s (one line, before compute)."""
+        if not self.weights:
+            if self.mode == "eval":
+                raise ValueError("mode=eval evaluates a weights file; pass weights=PATH (an official checkpoint, "
+                                 "e.g. HoT's model_*.pth or MotionBERT's best_epoch.bin, or a vptbench one)")
+            return
+        path = Path(self.weights).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+            if not found:
+                raise ValueError(f"weights={self.weights} is a folder without a checkpoint file "
+                                 f"({', '.join('*' + s for s in WEIGHT_SUFFIXES)}); pass the file itself")
+            path = found[0]
+        if not path.is_file():
+            raise ValueError(f"weights={self.weights}: no such file; pass the path of a checkpoint file")
+        self.weights = str(path.resolve())
+        if self.mode == "zeroshot":
+            self.mode = "eval"  # the file is the baseline: plugging a pruner into it untrained is evaluating it
+        if self.mode not in ("eval", "finetune"):
+            raise ValueError(f"weights= needs mode=eval (evaluate it as loaded, pruned zero-shot if the cell "
+                             f"prunes) or mode=finetune (train from it); mode={self.mode} trains from random weights")
+
     def _check_accuracy(self) -> None:
         t = self.train
         for name, value, valid in [("mode", self.mode, MODES), ("train.loss", t.loss, LOSSES),
@@ -228,7 +262,10 @@ class Config:
                 or not 0 < t.lr_decay_large <= 1 or not 0 <= t.minutes < math.inf or t.checkpoint_every < 0):
             raise ValueError("train.epoch_steps, train.epochs, train.lr_decay_large_every, train.minutes and "
                              "train.checkpoint_every must be >= 0, train.lr_decay and train.lr_decay_large in (0, 1]")
-        if self.pruner.name == "none":
+        if self.eval.flip_selection not in FLIP_SELECTIONS:
+            raise ValueError(f"unknown eval.flip_selection {self.eval.flip_selection!r}; "
+                             f"valid: {', '.join(FLIP_SELECTIONS)}")
+        if self.pruner.name == "none" and not self.weights:
             self.mode = "scratch"  # the baseline is its own baseline: one canonical cell
         elif self.mode == "zeroshot":
             from backbones.hourglass import PRUNERS, RECOVERERS, compatible_recoverers
@@ -243,9 +280,23 @@ class Config:
                                      "has learnable parameters; use mode=finetune, or a parameter-free "
                                      f"recoverer ({', '.join(free) or 'none fits this pruner'})")
 
+    def flip_reuses_selection(self) -> bool:
+        """Whether the flip pass replays the plain pass's pruning (`eval.flip_selection`, `official` resolved
+        by the pipeline)."""
+        choice = self.eval.flip_selection
+        if choice == "official":
+            choice = "reuse" if self.pipeline.name == "seq2frame" else "afresh"
+        return choice == "reuse"
+
     def cell_identity(self) -> Dict[str, Any]:
         """Everything that changes a cell's numbers (not where it is stored or whether to rerun)."""
         d = asdict(self)
+        # the selection the flip pass uses only matters where a pruner selects; replaying it is what
+        # records before the option meant, so those keep their keys
+        if self.pruner.name == "none" or not self.eval.flip or self.flip_reuses_selection():
+            d["eval"].pop("flip_selection")
+        else:
+            d["eval"]["flip_selection"] = "afresh"
         d["schedule"] = [list(stage) for stage in self.schedule]
         for k in ("store", "rerun", "experiment", "metrics"):  # metrics accumulate in one record
             d.pop(k)
@@ -263,6 +314,13 @@ class Config:
         d.pop("device")
         if device_kind(self.device) != "cpu":
             d["device"] = device_kind(self.device)
+        d.pop("weights")
+        if self.weights:  # the file's content, not its path: a moved copy is the same cell
+            from .digest import file_sha256
+
+            d["weights"] = file_sha256(self.weights)
+            if self.mode == "eval":
+                d.pop("train")  # nothing is trained
         return d
 
     def baseline_identity(self) -> Dict[str, Any]:
@@ -271,7 +329,8 @@ class Config:
         d = self.cell_identity()
         for k in ("pruner", "recoverer", "schedule", "mode", "eval", "speed"):
             d.pop(k)
-        d["train"].pop("finetune_steps")
+        if "train" in d:
+            d["train"].pop("finetune_steps")
         return d
 
 

@@ -5,7 +5,8 @@ seq2seq models are run on non-overlapping clips covering each sequence, the edge
 replicated frames and the padded outputs counted (HoT's stride-243 test generator); seq2frame models on
 one centred, edge-padded window per frame, scoring the centre. Flip test-time augmentation (on by
 default, as in the papers) averages with the un-flipped prediction of the mirrored input; a pruned
-model's flip pass reuses the frames the plain pass kept. The root joint is zeroed; MPJPE / P-MPJPE /
+model's flip pass prunes the mirrored clip afresh in seq2seq (the official HoT test, main_mixste.py) and
+reuses the frames the plain pass kept in seq2frame (main_mixste_tpc.py), `eval.flip_selection` to choose. The root joint is zeroed; MPJPE / P-MPJPE /
 MPJVE are averaged per action (file actions grouped into the protocol's classes, `action_class`), then
 over actions. Always fp32, on the device named; metrics are computed on the CPU.
 """
@@ -41,12 +42,13 @@ def model_input(pos2d, in_chans: int):
 
 @torch.inference_mode()  # not just no_grad: no autograd bookkeeping on any tensor of the forward
 def _predict(model, x, batch_size: int, flip: bool = False, rows=None,
-             oom: Optional[OutOfMemoryAsOneLine] = None) -> np.ndarray:
+             oom: Optional[OutOfMemoryAsOneLine] = None, reuse: bool = True) -> np.ndarray:
     """Batched fp32 forward on the model's device, predictions back as CPU numpy. `x`: clips (N, F, J, C),
     or with `rows` (N, F) frame indices one sequence (T, J, C) whose clips x[rows] are gathered on the
     device batch by batch (a seq2frame grid repeats every frame F times: copying the sequence once
     instead keeps that off the host-to-device link). With `flip`, the average with the un-flipped
-    prediction of the mirrored input, the mirrored pass replaying the frames the plain pass kept.
+    prediction of the mirrored input, the mirrored pass replaying the frames the plain pass kept (`reuse`)
+    or pruning the mirrored clip afresh.
     `oom.batch` counts the batches, for an out-of-memory message."""
     device = next(model.parameters()).device
     x = torch.as_tensor(x).to(device)
@@ -59,7 +61,7 @@ def _predict(model, x, batch_size: int, flip: bool = False, rows=None,
         xb = x[i:i + batch_size] if rows is None else x[rows[i:i + batch_size]]
         pred, idx = model.forward_with_index(xb)
         if flip:
-            pred_f, _ = model.forward_with_index(flip_poses(xb), indices=idx)
+            pred_f, _ = model.forward_with_index(flip_poses(xb), indices=idx if reuse else None)
             pred = 0.5 * (pred + flip_poses(pred_f))
         out.append(pred.cpu().numpy())
     return np.concatenate(out, axis=0)
@@ -67,8 +69,10 @@ def _predict(model, x, batch_size: int, flip: bool = False, rows=None,
 
 @torch.no_grad()
 def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int = 64, flip: bool = True,
-                   device: Union[str, torch.device] = "cpu") -> Dict:
-    """`flip`: test-time flip averaging (as the papers evaluate). Runs in fp32 on `device` (the model is moved
+                   flip_reuses_selection: bool = True, device: Union[str, torch.device] = "cpu") -> Dict:
+    """`flip`: test-time flip averaging (as the papers evaluate); `flip_reuses_selection`: its mirrored pass
+    replays the plain pass's pruning (the official TPC scripts) or prunes afresh (the official HoT seq2seq
+    script, main_mixste.py; `Config.flip_reuses_selection`). Runs in fp32 on `device` (the model is moved
     there); the metrics are computed on the CPU. Returns mpjpe_mm, p_mpjpe_mm, mpjve_mm (means over
     actions), per_action_mpjpe_mm, eval_frames."""
     device = torch_device(device)
@@ -83,12 +87,13 @@ def evaluate_model(model, sequences: Sequence, *, frames: int, batch_size: int =
             pos2d = model_input(torch.as_tensor(seq.pos2d, dtype=torch.float32), in_chans).to(device)
             if seq2frame:
                 win = seq2frame_eval_windows(T, frames)                    # (T, frames) indices
-                pred = _predict(model, pos2d, batch_size, flip, rows=win, oom=oom)[:, 0]  # (T, J, 3) centres
+                pred = _predict(model, pos2d, batch_size, flip, rows=win, oom=oom, reuse=flip_reuses_selection)[:, 0]  # (T, J, 3) centres
                 target = seq.pos3d
                 vel_pred, vel_target = pred[None], target[None]
             else:
                 clips = seq2seq_eval_clips(T, frames)                       # (n_clips, frames) indices
-                pred = _predict(model, pos2d, batch_size, flip, rows=clips, oom=oom)  # (n_clips, frames, J, 3)
+                pred = _predict(model, pos2d, batch_size, flip, rows=clips, oom=oom,
+                                reuse=flip_reuses_selection)  # (n_clips, frames, J, 3)
                 target = seq.pos3d[clips]
                 vel_pred, vel_target = pred, target
             if not np.isfinite(pred).all():

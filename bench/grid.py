@@ -13,7 +13,7 @@ import threading
 from dataclasses import replace
 from typing import Dict, Iterator, List, Tuple
 
-from .cell import METRIC_FIELDS, cell_label, has_metric, load_cell_data, run_cell
+from .cell import METRIC_FIELDS, build_model, cell_label, has_metric, load_cell_data, load_weights, run_cell
 from .config import Config
 from .devices import check_device_exists, device_kind
 from .store import ResultStore, cell_key
@@ -50,6 +50,7 @@ class Grid:
                 check_device_exists(name)
             self.check_precisions()
         self.check_data()
+        self.check_weights()
         for store in sorted({s for s, _ in self.cells}):
             ResultStore(store).prepare()
         seen = set()
@@ -67,6 +68,13 @@ class Grid:
 
             for precision in sorted(wanted):
                 check_precision(precision)
+
+    def check_weights(self) -> None:
+        """Each cell's `weights=` file read (never running code it carries) and fitted to the cell's model:
+        a file of another family, preset, frame count or recoverer is one line here, before compute."""
+        for cfg in self.cells.values():
+            if cfg.weights:
+                load_weights(cfg, build_model(cfg))
 
     def check_data(self) -> None:
         """The data configs of the accuracy cells, without loading them: names, paths, files present."""

@@ -32,7 +32,8 @@ STORE_REQUIRED = ("key", "status")
 REQUIRED = ("key", "status", "backbone", "preset", "pipeline", "pruner", "recoverer", "data", "frames", "seed",
             "schedule")
 STRINGS = ("backbone", "preset", "pipeline", "pruner", "recoverer", "data", "mode", "device", "data_label",
-           "experiment", "error", "speed_skipped", "speed_path", "pruner_args", "recoverer_args")
+           "experiment", "error", "speed_skipped", "speed_path", "pruner_args", "recoverer_args", "weights",
+           "weights_sha256")
 INTS = {"frames": 1, "depth": 1, "seed": 0, "speed_batch": 1}  # field -> lowest allowed value
 # The fields each metric of `metrics=[...]` writes: the one list the config (valid names), the cell (what
 # to measure and merge), the timer, the grid (what makes a record complete) and the reports read.

@@ -17,7 +17,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 # top-level part of bench -> layer (lower = more basic)
 LAYERS = {
-    "records": 0, "devices": 0, "atomic": 0, "losses": 0, "data": 0,
+    "records": 0, "devices": 0, "atomic": 0, "digest": 0, "losses": 0, "data": 0,
     "config": 1, "checkpoint": 1, "store": 1, "metrics": 1,
     "precision": 2,
     "measure": 3, "evaluate": 3,

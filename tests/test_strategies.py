@@ -149,7 +149,10 @@ def test_position_aware_tra_uses_the_frames_positions():
     pos.load_state_dict(zeros.state_dict())
     x = torch.randn(2, T, J, 2)
     with torch.no_grad():
-        torch.testing.assert_close(pos.temporal_positions(), pos.backbone.Temporal_pos_embed)
+        from backbones.hourglass.recovery import sinusoidal_positions  # sinusoid + the learned embedding
+
+        torch.testing.assert_close(pos.temporal_positions(),
+                                   sinusoidal_positions(T, pos.backbone.embed_dim) + pos.backbone.Temporal_pos_embed)
         pos.backbone.Temporal_pos_embed.normal_()                            # MixSTE's own temporal embedding
         a = pos(x)
         pos.backbone.Temporal_pos_embed.normal_()

@@ -137,13 +137,15 @@ class Hourglass(nn.Module):
         return poses, trace  # level "none": only valid without pruning (checked at build)
 
     def temporal_positions(self) -> torch.Tensor:
-        """(1, T, C): the backbone's temporal embedding (as trained so far), or sinusoidal positions."""
+        """(1, T, C): sinusoidal positions plus the backbone's temporal embedding where it has one (as trained
+        so far). The sinusoid makes every frame's position distinct from the first step: MixSTE initialises
+        its learned embedding to zeros, so on its own it would make position-aware queries the zero queries."""
+        if getattr(self, "_sinusoid", None) is None or self._sinusoid.shape[-1] != self.backbone.embed_dim:
+            self._sinusoid = sinusoidal_positions(self.num_frames, self.backbone.embed_dim)
+        device = next(self.parameters()).device
         pos = self.backbone.temporal_positions() if hasattr(self.backbone, "temporal_positions") else None
-        if pos is None:
-            if getattr(self, "_sinusoid", None) is None or self._sinusoid.shape[-1] != self.backbone.embed_dim:
-                self._sinusoid = sinusoidal_positions(self.num_frames, self.backbone.embed_dim)
-            pos = self._sinusoid
-        return pos.to(next(self.parameters()).device)
+        sinusoid = self._sinusoid.to(device)
+        return sinusoid if pos is None else sinusoid + pos
 
 
 def compatible_recoverers(pruner: str, pruner_args: Optional[dict] = None) -> List[str]:

@@ -59,7 +59,7 @@ class AttentionRecoverer(Recoverer):
     """TRA: full-length, zero-initialised learnable queries cross-attend, per joint over time, to the
     kept tokens; the queries are added back as the only residual (no norm, no MLP; as in the official HoT
     code, the default). `query_init=pos` makes it position-aware: the queries start from the frames'
-    temporal positions (the backbone's temporal embedding, or sinusoidal where it has none) and the keys
+    temporal positions (sinusoidal, plus the backbone's learned temporal embedding where it has one) and the keys
     carry their tokens' frame positions, so it starts near a smoothing interpolator instead of averaging
     every kept token alike (a choice of this project, not of the papers)."""
 
