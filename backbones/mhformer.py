@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
@@ -35,21 +37,28 @@ class MHFormerConfig:
     qkv_bias: bool = True
     drop_rate: float = 0.1
     drop_path_rate: float = 0.2
+    # The official embedding is Conv1d + BatchNorm1d + ReLU + Dropout(0.25) for frames <= 27 and a bare
+    # Conv1d above (model/mhformer.py of both MHFormer and HoT); None follows that rule
+    embed_norm: Optional[bool] = None
 
     @property
     def depth(self) -> int:
         return self.num_shr + 1  # SHR blocks then one CHI block
 
+    @property
+    def normed_embedding(self) -> bool:
+        return self.num_frames <= 27 if self.embed_norm is None else self.embed_norm
+
 
 PRESETS = {
     "paper": MHFormerConfig(),   # HoT's setting: 351 frames
-    "tiny": MHFormerConfig(num_frames=27, embed_dim=64, mlp_hidden=128, num_heads=4, mhg_depth=2, mhg_heads=3),
+    # tiny is ours (no official file has its shapes): the bare embedding, as its committed results were trained
+    "tiny": MHFormerConfig(num_frames=27, embed_dim=64, mlp_hidden=128, num_heads=4, mhg_depth=2, mhg_heads=3,
+                           embed_norm=False),
     # The family's own receptive fields (Vegetebird/MHFormer: one architecture, `--frames` the only size
     # knob; common/opt.py layers 3, channel 512, d_hid 1024; 4 MHG blocks of 9 heads hard-coded in
     # model/mhformer.py). Paper Table 4 reports 9 / 27 / 81 / 243 / 351 frames; f351 is `paper`.
-    # NOTE f27: for frames <= 27 the official embedding is Conv1d + BatchNorm1d + ReLU + Dropout(0.25),
-    # which this model does not build (3,072 fewer params: three BatchNorm1d(512) affine pairs), so an
-    # official 27-frame checkpoint does not load into f27.
+    # f27 builds the official normed embedding (three BatchNorm1d), so the official 27-frame file loads.
     "f27": MHFormerConfig(num_frames=27),
     "f81": MHFormerConfig(num_frames=81),
     "f243": MHFormerConfig(num_frames=243),
@@ -156,10 +165,17 @@ class MHFormer(PoseBackbone):
         for h in (1, 2, 3):
             setattr(self, f"norm_{h}", nn.LayerNorm(cfg.num_frames))  # eps 1e-5, as in the official code
             setattr(self, f"Transformer_encoder_{h}", MHGEncoder(cfg))
-            setattr(self, f"embedding_{h}", nn.Conv1d(coords, cfg.embed_dim, kernel_size=1))
+            setattr(self, f"embedding_{h}", self._embedding(cfg, coords))
         self.Transformer_hypothesis = TransformerHypothesis(cfg)
         self.regression = nn.Sequential(nn.BatchNorm1d(3 * cfg.embed_dim),
                                         nn.Conv1d(3 * cfg.embed_dim, cfg.num_joints * 3, kernel_size=1))
+
+    @staticmethod
+    def _embedding(cfg: MHFormerConfig, coords: int) -> nn.Module:
+        conv = nn.Conv1d(coords, cfg.embed_dim, kernel_size=1)
+        if not cfg.normed_embedding:
+            return conv
+        return nn.Sequential(conv, nn.BatchNorm1d(cfg.embed_dim), nn.ReLU(inplace=True), nn.Dropout(0.25))
 
     def embed_tokens(self, x):
         """(B, T, J, 2) -> MHG -> three hypotheses with positional embeddings, (B, T, 3, C)."""

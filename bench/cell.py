@@ -114,18 +114,25 @@ def _data_key(data: DataCfg) -> Tuple:
     return data.name, paths, float(data.noise_px), tuple(stats)
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=2)
 def _load_split_cached(key: Tuple):
     from .data import load_split
 
-    name, paths, noise_px, _ = key
-    return load_split(name, paths=dict(paths) or None, **({"noise_px": noise_px} if noise_px else {}))
+    (name, paths, noise_px, _), need_train = key
+    return load_split(name, paths=dict(paths) or None, need_train=need_train,
+                      **({"noise_px": noise_px} if noise_px else {}))
 
 
-def load_cell_data(data: DataCfg):
-    """(train, test) sequences of a cell's data config. The last split loaded is kept, so a grid's
-    preflight check and the cells that run in the same process read the files once."""
-    return _load_split_cached(_data_key(data))
+def needs_training_data(cfg: Config) -> bool:
+    """Every accuracy cell trains (itself or the baseline it starts from) except evaluating given weights."""
+    return not (cfg.weights and cfg.mode == "eval")
+
+
+def load_cell_data(data: DataCfg, need_train: bool = True):
+    """(train, test) sequences of a cell's data config; an empty train split is accepted where nothing trains.
+    The last split loaded is kept, so a grid's preflight check and the cells that run in the same process
+    read the files once."""
+    return _load_split_cached((_data_key(data), need_train))
 
 
 def _describe(cfg: Config) -> Dict[str, Any]:
@@ -190,7 +197,7 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any], device:
     if "accuracy" in todo:
         from .evaluate import evaluate_model
 
-        train_seqs, test_seqs = load_cell_data(cfg.data)
+        train_seqs, test_seqs = load_cell_data(cfg.data, needs_training_data(cfg))
         threads = torch.get_num_threads()
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)

@@ -13,7 +13,8 @@ import threading
 from dataclasses import replace
 from typing import Dict, Iterator, List, Tuple
 
-from .cell import METRIC_FIELDS, build_model, cell_label, has_metric, load_cell_data, load_weights, run_cell
+from .cell import (METRIC_FIELDS, build_model, cell_label, has_metric, load_cell_data, load_weights,
+                   needs_training_data, run_cell)
 from .config import Config
 from .devices import check_device_exists, device_kind
 from .store import ResultStore, cell_key
@@ -55,9 +56,10 @@ class Grid:
             ResultStore(store).prepare()
         seen = set()
         for cfg in self.cells.values():  # wrong shapes, NaNs, malformed files: one line naming the fix
-            if "accuracy" in cfg.metrics and repr(cfg.data) not in seen:
-                seen.add(repr(cfg.data))
-                load_cell_data(cfg.data)
+            need = (repr(cfg.data), needs_training_data(cfg))
+            if "accuracy" in cfg.metrics and need not in seen:
+                seen.add(need)
+                load_cell_data(cfg.data, need[1])
 
     def check_precisions(self) -> None:
         """Timing precisions of the CPU speed cells that this CPU cannot run at all (capability probes)."""

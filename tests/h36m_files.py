@@ -11,7 +11,7 @@ published calibration of each subject.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -26,20 +26,23 @@ GT_METADATA = {"num_joints": 17, "keypoints_symmetry": KEYPOINTS_SYMMETRY}
 CPN_METADATA = {"layout_name": "h36m", "num_joints": 17, "keypoints_symmetry": KEYPOINTS_SYMMETRY}
 
 
-def write_h36m_files(root: Path, frames: int = 64, seed: int = 0) -> Dict[str, Path]:
-    """Write the 3D, GT 2D and CPN 2D files under `root`; returns their paths by kind."""
+def write_h36m_files(root: Path, frames: Union[int, Mapping[str, int]] = 64, seed: int = 0,
+                     subjects: Sequence[str] = SUBJECTS, actions: Sequence[str] = ACTIONS) -> Dict[str, Path]:
+    """Write the 3D, GT 2D and CPN 2D files under `root`; returns their paths by kind. `frames`: one length
+    for every sequence, or one per action name."""
     rng = np.random.default_rng(seed)
     p3d, gt, cpn = {}, {}, {}
-    for subject in SUBJECTS:
+    for subject in subjects:
         p3d[subject], gt[subject], cpn[subject] = {}, {}, {}
-        for action in ACTIONS:
-            world17 = synthetic_world_motion(frames, rng)                        # (T, 17, 3) metres, Z up
+        for action in actions:
+            length = frames[action] if isinstance(frames, Mapping) else frames
+            world17 = synthetic_world_motion(length, rng)                        # (T, 17, 3) metres, Z up
             world32 = np.repeat(world17[:, :1], 32, axis=1)                      # static joints sit on the root
             world32[:, list(H36M_32_TO_17)] = world17
             p3d[subject][action] = world32.astype(np.float32)
             views = [project_world(world17, cam).astype(np.float32) for cam in h36m_cameras(subject)]
             gt[subject][action] = views
-            cpn[subject][action] = [np.concatenate([v, v[-3:]]) + rng.normal(scale=2.0, size=(frames + 3, 17, 2))
+            cpn[subject][action] = [np.concatenate([v, v[-3:]]) + rng.normal(scale=2.0, size=(length + 3, 17, 2))
                                     .astype(np.float32) for v in views]
     paths = {"3d": root / "data_3d_h36m.npz", "gt": root / "data_2d_h36m_gt.npz",
              "cpn": root / "data_2d_h36m_cpn_ft_h36m_dbb.npz"}

@@ -113,7 +113,7 @@ def test_paper_and_tiny_presets_are_unchanged():
                                           mlp_ratio=2.0)
     assert MHF["paper"] == MHFormerConfig()
     assert MHF["tiny"] == MHFormerConfig(num_frames=27, embed_dim=64, mlp_hidden=128, num_heads=4, mhg_depth=2,
-                                         mhg_heads=3)
+                                         mhg_heads=3, embed_norm=False)
     assert PF["paper"] == PoseFormerConfig()
     assert PF["tiny"] == PoseFormerConfig(num_frames=27, spatial_dim=16, spatial_depth=2, depth=4, num_heads=4)
     assert MIX["paper"] == MixSTEConfig()
@@ -135,7 +135,7 @@ EXACT = {  # (model.parameters() total, leaf-module total = thop 0.1.1 `profile`
     ("motionagformer", "l"): (19_007_111, 18_978_311),
     ("motionbert", "full"): (42_466_317, 42_333_197),
     ("motionbert", "lite"): (16_001_549, 15_934_989),
-    ("mhformer", "f27"): (19_181_445, 19_137_219),
+    ("mhformer", "f27"): (19_184_517, 19_140_291),   # with the official <= 27-frame BatchNorm embedding
     ("mhformer", "f81"): (19_837_545, 19_704_867),
     ("mhformer", "f243"): (25_165_077, 24_767_043),
     ("mhformer", "f351"): (31_516_125, 30_941_187),
@@ -198,7 +198,7 @@ MISMATCHED = [  # (backbone, preset, printed figure, decimals, ours at that prec
     ("poseformer", "f27", 9.59, 2, 9.57, "see poseformer-f9"),
     ("mhformer", "f27", 18.92, 2, 19.18,
      "MHF Tables 5/6 print 18.92 M at 27 frames; the official code (Vegetebird/MHFormer @ eba3cc3, "
-     "model/mhformer.py) has 19,184,517 at 27 frames (ours + its 3,072 BatchNorm params), thop 19.14 M. The "
+     "model/mhformer.py) has 19,184,517 at 27 frames (ours too), thop 19.14 M. The "
      "gap grows with C in Table 6 (C=256/384/512/768: printed 4.72/10.65/18.92/42.50, official-code counts "
      "with d_hid = 2C 4.91/10.87/19.18/42.89), so it is not a fixed head or embedding left out; unexplained. "
      "The FLOPs column of the same tables does match (2 x thop MACs of a 27-frame clip, 1.03 G)."),
@@ -227,10 +227,10 @@ def test_measured_gap_to_the_published_figure(name, preset, figure, decimals, ou
 
 def test_mhformer_f27_against_the_official_27_frame_embedding():
     # official model/mhformer.py, frames <= 27: embedding_h = Conv1d + BatchNorm1d(channel) + ReLU + Dropout;
-    # this model builds the plain Conv1d of frames > 27, so it is three BatchNorm1d(512) affine pairs short
-    official_27 = EXACT[("mhformer", "f27")][0] + 3 * 2 * 512
-    assert official_27 == 19_184_517
-    assert round(official_27 / 1e6, 2) == 19.18 != 18.92
+    # the bare-conv model (f81's embedding at 27 frames) is three BatchNorm1d(512) affine pairs short of it
+    bare = counts("mhformer", "f27", (("embed_norm", False),))[0]
+    assert bare + 3 * 2 * 512 == EXACT[("mhformer", "f27")][0] == 19_184_517
+    assert round(bare / 1e6, 2) == 19.18 != 18.92
 
 
 # ---------------------------------------------------------------- every preset builds; the small ones run
@@ -247,3 +247,18 @@ def test_small_official_presets_run(name, preset):
     frames = 1 if getattr(model, "regresses_centre", False) else model.num_frames
     assert y.shape == (1, frames, 17, 3)
     assert torch.isfinite(y).all()
+
+
+def test_mhformer_embeds_with_batch_norm_up_to_27_frames_as_the_official_code():
+    """model/mhformer.py: Conv1d + BatchNorm1d + ReLU + Dropout for frames <= 27, a bare Conv1d above; so an
+    official 27-frame file has embedding_h.0 / embedding_h.1 keys. tiny keeps the bare conv it was trained with."""
+    from backbones import create
+
+    def keys(preset, **overrides):
+        return {k for k in create("mhformer", preset=preset, **overrides).state_dict() if k.startswith("embedding_1")}
+
+    assert keys("f27") == {"embedding_1.0.weight", "embedding_1.0.bias", "embedding_1.1.weight", "embedding_1.1.bias",
+                           "embedding_1.1.running_mean", "embedding_1.1.running_var",
+                           "embedding_1.1.num_batches_tracked"}
+    assert keys("f81") == keys("tiny") == {"embedding_1.weight", "embedding_1.bias"}
+    assert keys("f81", embed_norm=True) == keys("f27")

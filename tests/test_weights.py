@@ -157,6 +157,23 @@ def test_bad_weights_are_one_line_before_compute(tmp_path, case, extra, expected
     assert not os.path.exists("planted-code-ran")
 
 
+def test_files_with_only_the_test_subjects_evaluate_but_do_not_finetune(tmp_path):
+    """Evaluating published weights needs S9/S11 only; anything that trains says its train split is empty."""
+    (tmp_path / "h36m").mkdir()
+    files = write_h36m_files(tmp_path / "h36m", frames=27, subjects=("S9", "S11"))
+    weights = _official_file(tmp_path / "mixste.bin", "mixste")
+    store = tmp_path / "store"
+    vptbench("run", *FAST, _paths(files), "backbone=mixste", f"weights={weights}", "mode=eval", f"store={store}")
+    (r,) = _records(store).values()
+    assert r["status"] == "ok" and r["train_steps"] == 0 and r["mpjpe_mm"] > 0
+    proc = vptbench("run", *FAST, _paths(files), "backbone=mixste", f"weights={weights}", "mode=finetune",
+                    "train.finetune_steps=1", f"store={tmp_path / 'store2'}", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "the train split is empty" in lines[0] and "fix the split" in lines[0]
+    assert not (tmp_path / "store2").exists() or not list((tmp_path / "store2").glob("*.json"))
+
+
 def test_eval_needs_a_file():
     from bench.config import BackboneCfg, Config, PresetCfg
 

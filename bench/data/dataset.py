@@ -114,12 +114,12 @@ def load_dataset(name_or_paths: PathsArg, *, cameras: Optional[Seq[int]] = None,
 
 
 def split_sequences(seqs: Seq[Sequence], train: Seq[str], test: Seq[str], by: str = "action",
-                    strict: bool = True) -> Tuple[List[Sequence], List[Sequence]]:
+                    strict: bool = True, need_train: bool = True) -> Tuple[List[Sequence], List[Sequence]]:
     """Split whole sequences into (train, test) by their action or subject name.
 
     Sequences named in neither list are dropped. No name may be in both lists, and neither split
-    may come out empty. With `strict` (the default) every name must occur in `seqs`, so a typo
-    cannot silently drop data; `strict=False` lets a standard protocol run on a partial copy of a
+    may come out empty (the train split may where `need_train` is false: evaluating given weights).
+    With `strict` (the default) every name must occur in `seqs`, so a typo cannot silently drop data; `strict=False` lets a standard protocol run on a partial copy of a
     dataset (e.g. Human3.6M files holding only some subjects).
     """
     if by not in ("action", "subject"):
@@ -134,19 +134,20 @@ def split_sequences(seqs: Seq[Sequence], train: Seq[str], test: Seq[str], by: st
     train_set, test_set = set(train), set(test)
     out = ([s for s in seqs if getattr(s, by) in train_set], [s for s in seqs if getattr(s, by) in test_set])
     for name, part, names in (("train", out[0], train), ("test", out[1], test)):
-        if not part:
+        if not part and (name == "test" or need_train):
             raise ValueError(f"the {name} split is empty (no {by} among {sorted(names)} in the data "
                              f"{sorted(present)}); fix the split")
     return out
 
 
-def load_split(name_or_paths: PathsArg, split: Optional[Mapping] = None, **kwargs
+def load_split(name_or_paths: PathsArg, split: Optional[Mapping] = None, need_train: bool = True, **kwargs
                ) -> Tuple[List[Sequence], List[Sequence]]:
     """(train, test) sequences of a dataset.
 
     `split` = {'by': 'action'|'subject', 'train': names, 'test': names}; default
     `DEFAULT_SPLITS[name]` for a named dataset and the Human3.6M subject protocol (S1, S5-S8 /
     S9, S11; subjects absent from the files are skipped) for file paths.
+    `need_train=False` accepts files without training subjects (evaluation of given weights).
     Extra keyword arguments go to `load_dataset`.
     """
     seqs = load_dataset(name_or_paths, **kwargs)
@@ -155,4 +156,5 @@ def load_split(name_or_paths: PathsArg, split: Optional[Mapping] = None, **kwarg
         is_name = isinstance(name_or_paths, str) and name_or_paths in DEFAULT_SPLITS
         split = DEFAULT_SPLITS[name_or_paths] if is_name else H36M_SPLIT
         strict = is_name  # user files may hold only some of the protocol's subjects
-    return split_sequences(seqs, split["train"], split["test"], by=split.get("by", "action"), strict=strict)
+    return split_sequences(seqs, split["train"], split["test"], by=split.get("by", "action"), strict=strict,
+                           need_train=need_train)

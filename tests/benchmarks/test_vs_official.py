@@ -19,7 +19,7 @@ a stand-in module whose attributes are empty classes is put on the path; the pos
     git clone https://github.com/NationalGAILab/HoT /tmp/hot
     git clone https://github.com/zczcwh/PoseFormer /tmp/poseformer
     pip install --no-deps --target /tmp/offdeps einops==0.8.2 timm==0.4.12   # an environment beside ours
-    mkdir -p /tmp/offstub/torchvision/transforms   # __init__.py files: `def __getattr__(name): return type(name, (), {})`
+    mkdir -p /tmp/offstub/torchvision/transforms   # __init__.py in both and transforms/functional.py: `def __getattr__(name): return type(name, (), {})`
     VPTBENCH_OFFICIAL_HOT=/tmp/hot VPTBENCH_OFFICIAL_POSEFORMER=/tmp/poseformer/common \
         PYTHONPATH=/tmp/offdeps:/tmp/offstub .venv/bin/python -m pytest tests/benchmarks/test_vs_official.py -s
     # VPTBENCH_OFFICIAL_BATCHES=1 for batch 1 only (batch 16 at paper size takes minutes per model)
