@@ -130,8 +130,8 @@ def needs_training_data(cfg: Config) -> bool:
 
 def load_cell_data(data: DataCfg, need_train: bool = True):
     """(train, test) sequences of a cell's data config; an empty train split is accepted where nothing trains.
-    The last split loaded is kept, so a grid's preflight check and the cells that run in the same process
-    read the files once."""
+    The last two splits loaded (with and without the train check) are kept, so a grid's preflight check and
+    the cells that run in the same process read the files once per kind."""
     return _load_split_cached((_data_key(data), need_train))
 
 

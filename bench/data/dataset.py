@@ -119,8 +119,9 @@ def split_sequences(seqs: Seq[Sequence], train: Seq[str], test: Seq[str], by: st
 
     Sequences named in neither list are dropped. No name may be in both lists, and neither split
     may come out empty (the train split may where `need_train` is false: evaluating given weights).
-    With `strict` (the default) every name must occur in `seqs`, so a typo cannot silently drop data; `strict=False` lets a standard protocol run on a partial copy of a
-    dataset (e.g. Human3.6M files holding only some subjects).
+    With `strict` (the default) every name must occur in `seqs`, so a typo cannot silently drop data;
+    `strict=False` lets a standard protocol run on a partial copy of a dataset (e.g. Human3.6M files
+    holding only some subjects).
     """
     if by not in ("action", "subject"):
         raise ValueError(f"split by '{by}' is not supported; use by='action' or by='subject'")
