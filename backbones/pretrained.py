@@ -22,7 +22,41 @@ import torch
 import torch.nn as nn
 
 __all__ = ["load_pretrained", "convert_official", "unwrap_checkpoint", "read_weights", "identify_weights",
-           "fit_frame_norms", "weights_into", "describe_preset", "WeightsId"]
+           "fit_frame_norms", "weights_into", "describe_preset", "WeightsId", "PUBLISHED_WEIGHTS", "published_weights"]
+
+
+class Published(NamedTuple):
+    path: str     # under a `weights_dir=`, as its publisher lays it out (a folder: its first checkpoint by name)
+    preset: str   # the vptbench preset the file fits
+    source: str   # who publishes it, and where the file goes in their repository
+
+
+# each family's unpruned H36M checkpoint under its published name. MixSTE and MHFormer: HoT's releases (the
+# HoT README puts each in checkpoint/pretrained/<model>/, one model_<epoch>_<p1>.pth); MotionBERT and
+# MotionAGFormer: their own repositories' (HoT releases none). PoseFormer has none here: its head weighs
+# every input frame, so it cannot be evaluated pruned from an unpruned file (pass weights=PATH unpruned).
+PUBLISHED_WEIGHTS: Dict[str, Published] = {
+    "mixste": Published("mixste", "paper", "HoT README, checkpoint/pretrained/mixste/model_*.pth (243 frames)"),
+    "mhformer": Published("mhformer", "paper", "HoT README, checkpoint/pretrained/mhformer/model_*.pth (351 frames)"),
+    "motionbert": Published("FT_MB_lite_MB_ft_h36m_global_lite/best_epoch.bin", "lite",
+                            "MotionBERT model zoo (docs/pose3d.md), checkpoint/pose3d/FT_MB_lite_MB_ft_h36m_global_lite/"),
+    "motionagformer": Published("motionagformer-b-h36m.pth.tr", "b",
+                                "MotionAGFormer README, checkpoint/motionagformer-b-h36m.pth.tr (base, 243 frames)"),
+}
+
+
+def published_weights(weights_dir: str | os.PathLike, family: str) -> str:
+    """The path of `family`'s published checkpoint under `weights_dir` (one line when it has none or the
+    file is not there)."""
+    if family not in PUBLISHED_WEIGHTS:
+        raise ValueError(f"weights_dir= knows no published checkpoint of {family} (published: "
+                         f"{', '.join(sorted(PUBLISHED_WEIGHTS))}); pass weights=PATH for this cell")
+    entry = PUBLISHED_WEIGHTS[family]
+    path = os.path.join(os.path.expanduser(str(weights_dir)), entry.path)
+    if not os.path.exists(path):
+        raise ValueError(f"weights_dir={weights_dir} has no {entry.path} ({family}: {entry.source}); put the "
+                         f"file there or pass weights=PATH")
+    return path
 
 _CONTAINER_KEYS = ("model_pos", "model", "state_dict")
 _HOT_RECOVERER_KEYS = ("x_token", "cross_attention.")

@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
@@ -206,11 +206,28 @@ def _measure(cfg: Config, todo: Tuple[str, ...], record: Dict[str, Any], device:
             model = build_model(cfg)  # fresh weights, seeded
             ckdir = Path(cfg.store) / "checkpoints"
             record.update(_weights_for_accuracy(cfg, model, train_seqs, ckdir, device))
-            record.update(evaluate_model(model, test_seqs, frames=model.num_frames, batch_size=cfg.eval.batch_size,
-                                         flip=cfg.eval.flip, flip_reuses_selection=cfg.flip_reuses_selection(),
-                                         device=device))
+            record["eval_precision_emulated"] = _eval_precision_emulated(cfg.eval.precision, device)
+            partial = ckdir / f"eval-{cell_key(cfg.cell_identity())}.json"
+            record.update(evaluate_model(model, test_seqs, cfg.eval, frames=model.num_frames, device=device,
+                                         flip_reuses_selection=cfg.flip_reuses_selection(), resume=partial,
+                                         desc=cell_label(cfg)))
+            partial.unlink(missing_ok=True)
         finally:
             torch.set_num_threads(threads)
+
+
+def _eval_precision_emulated(precision: str, device: torch.device) -> Optional[bool]:
+    """Whether a reduced evaluation precision runs without the CPU's arithmetic for it (None for fp32
+    and on a GPU); one line, before any forward, where no kernel here runs it."""
+    if precision == "fp32" or device.type != "cpu":
+        return None
+    from .measure.capability import check_precision
+
+    support = check_precision(precision, "eval.precision")
+    if support.emulated:
+        log.warning("eval.precision=%s is emulated: %s; the errors are %s's, but the evaluation runs slower "
+                    "than fp32 here", precision, support.why, precision)
+    return support.emulated
 
 
 def _weights_for_accuracy(cfg: Config, model, train_seqs, ckdir: Path, device: torch.device) -> Dict[str, Any]:
@@ -288,17 +305,10 @@ def _train(cfg: Config, model, train_seqs, checkpoint: Path, device: torch.devic
     from .train import train_model
 
     t = cfg.train
-    own_budget = cfg.mode == "finetune" and t.finetune_steps > 0
-    steps = t.finetune_steps if own_budget else t.steps
-    out = train_model(model, train_seqs, frames=model.num_frames, stride=cfg.data.train_stride, steps=steps,
-                      batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
-                      seed=cfg.seed, loss=t.loss, tc_weight=t.tc_weight, vel_weight=t.vel_weight,
-                      lr_schedule=t.lr_schedule, epoch_steps=t.epoch_steps, lr_decay=t.lr_decay, minutes=t.minutes,
-                      checkpoint=checkpoint, checkpoint_every=t.checkpoint_every, progress=t.progress,
-                      desc=cell_label(cfg), flip_augment=t.flip_augment, optimizer=t.optimizer, amsgrad=t.amsgrad,
-                      epochs=0.0 if own_budget else t.epochs, lr_decay_large=t.lr_decay_large,
-                      lr_decay_large_every=t.lr_decay_large_every, device=device, precision=t.precision,
-                      compile=t.compile)
+    if cfg.mode == "finetune" and t.finetune_steps > 0:
+        t = replace(t, steps=t.finetune_steps, epochs=0.0)  # a finetune with its own budget, in steps
+    out = train_model(model, train_seqs, t, frames=model.num_frames, stride=cfg.data.train_stride, seed=cfg.seed,
+                      checkpoint=checkpoint, desc=cell_label(cfg), device=device)
     out.pop("train_losses_mm")  # the curve stays out of the record
     return out
 

@@ -85,6 +85,7 @@ class DataCfg:
 NEUTRAL_TRAIN_OPTIONS = {"optimizer": "adamw", "amsgrad": False, "epochs": 0.0, "lr_decay_large_every": 0,
                          "precision": "fp32", "compile": False}
 NEUTRAL_SPEED_OPTIONS = {"compile": False}
+NEUTRAL_EVAL_OPTIONS = {"precision": "fp32"}
 
 
 @dataclass
@@ -124,6 +125,8 @@ class EvalCfg:
     flip: bool = True                 # flip test-time augmentation (the papers' protocol)
     batch_size: int = 64              # clips per forward while evaluating
     flip_selection: str = "official"  # official | afresh | reuse: the mirrored pass's pruning (FLIP_SELECTIONS)
+    precision: str = "fp32"           # fp32 | bf16 | fp16: autocast around the forward (bf16 where the CPU has it)
+    progress: bool = True             # tqdm bar over the test frames, with an ETA, on stderr
 
 
 @dataclass
@@ -150,6 +153,7 @@ class Config:
     seed: int = 0
     mode: str = "scratch"             # scratch | finetune | zeroshot | eval (see MODES)
     weights: str = ""                 # a checkpoint (official layout or vptbench's), or a folder holding one
+    weights_dir: str = ""             # the official files under their published names (backbones.PUBLISHED_WEIGHTS)
     store: str = "results/store"      # directory of the results store
     rerun: bool = False               # re-run cells already in the store
     train: TrainCfg = field(default_factory=TrainCfg)
@@ -229,6 +233,10 @@ class Config:
         """`weights=` resolved to one existing file (a folder: its first checkpoint by name, as the official
         HoT loader takes the first *.pth of --previous_dir); the modes that use it. Reading the file and
         fitting it to the model are `preflight`'s (one line, before compute)."""
+        if self.weights_dir and not self.weights:  # weights= wins: a cell may name its own file
+            from backbones.pretrained import published_weights
+
+            self.weights = published_weights(self.weights_dir, self.backbone.name)
         if not self.weights:
             if self.mode == "eval":
                 raise ValueError("mode=eval evaluates a weights file; pass weights=PATH (an official checkpoint, "
@@ -254,6 +262,7 @@ class Config:
         t = self.train
         for name, value, valid in [("mode", self.mode, MODES), ("train.loss", t.loss, LOSSES),
                                    ("train.precision", t.precision, PRECISIONS),
+                                   ("eval.precision", self.eval.precision, PRECISIONS),
                                    ("train.lr_schedule", t.lr_schedule, LR_SCHEDULES),
                                    ("train.optimizer", t.optimizer, OPTIMIZERS)]:
             if value not in valid:
@@ -307,14 +316,17 @@ class Config:
                 d["train"].pop(k)
         if "lr_decay_large_every" not in d["train"]:
             d["train"].pop("lr_decay_large")  # unused
-        for k, neutral in NEUTRAL_SPEED_OPTIONS.items():
-            if d["speed"][k] == neutral:
-                d["speed"].pop(k)
+        for section, neutral_options in (("speed", NEUTRAL_SPEED_OPTIONS), ("eval", NEUTRAL_EVAL_OPTIONS)):
+            for k, neutral in neutral_options.items():
+                if d[section][k] == neutral:
+                    d[section].pop(k)
+        d["eval"].pop("progress")  # how it runs, not what it computes
         # the device kind, not the index (see bench.devices); CPU cells keep the keys they had before devices
         d.pop("device")
         if device_kind(self.device) != "cpu":
             d["device"] = device_kind(self.device)
         d.pop("weights")
+        d.pop("weights_dir")  # where the file was found; its content (below) is what counts
         if self.weights:  # the file's content, not its path: a moved copy is the same cell
             from .digest import file_sha256
 

@@ -62,14 +62,17 @@ class Grid:
                 load_cell_data(cfg.data, need[1])
 
     def check_precisions(self) -> None:
-        """Timing precisions of the CPU speed cells that this CPU cannot run at all (capability probes)."""
-        wanted = {cfg.speed.precision for cfg in self.cells.values()
-                  if "speed" in cfg.metrics and device_kind(cfg.device) == "cpu"} - {"fp32"}
+        """Timing and evaluation precisions of the CPU cells that this CPU cannot run at all (capability
+        probes)."""
+        cpu = [cfg for cfg in self.cells.values() if device_kind(cfg.device) == "cpu"]
+        wanted = {("speed.precision", cfg.speed.precision) for cfg in cpu if "speed" in cfg.metrics} | \
+                 {("eval.precision", cfg.eval.precision) for cfg in cpu if "accuracy" in cfg.metrics}
+        wanted = {(setting, p) for setting, p in wanted if p != "fp32"}
         if wanted:
             from .measure.capability import check_precision
 
-            for precision in sorted(wanted):
-                check_precision(precision)
+            for setting, precision in sorted(wanted):
+                check_precision(precision, setting)
 
     def check_weights(self) -> None:
         """Each cell's `weights=` file read (never running code it carries) and fitted to the cell's model:

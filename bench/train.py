@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from backbones.hourglass import gather_frames
 
 from .checkpoint import read_checkpoint, save_checkpoint
-from .config import LOSSES, LR_SCHEDULES, OPTIMIZERS
+from .config import LOSSES, LR_SCHEDULES, OPTIMIZERS, TrainCfg
 from .data.skeleton import NUM_JOINTS
 from .data.windows import WindowBank, train_windows
 from .devices import OutOfMemoryAsOneLine, is_out_of_memory, sync, torch_device
@@ -171,45 +171,42 @@ def _window_bank(sequences: Sequence, index, frames: int, device: torch.device) 
                          "train on fewer sequences or on the cpu") from None
 
 
-def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: int, batch_size: int,
-                lr: float, weight_decay: float, seed: int, warmup_steps: int = 0, loss: str = "mpjpe",
-                tc_weight: float = 0.5, vel_weight: float = 2.0, lr_schedule: str = "cosine",
-                epoch_steps: int = 100, lr_decay: float = 0.99, minutes: float = 0.0,
-                checkpoint: Optional[Path] = None, checkpoint_every: int = 0, progress: bool = True,
-                desc: str = "train", flip_augment: bool = True, optimizer: str = "adamw", amsgrad: bool = False,
-                epochs: float = 0.0, lr_decay_large: float = 1.0, lr_decay_large_every: int = 0,
-                device: Union[str, torch.device] = "cpu", precision: str = "fp32", compile: bool = False) -> Dict:
-    """Train in place on `device` (the model is moved there); returns {train_steps, train_loss_mm (mean
-    of the last 10% of steps), train_s, train_stop ('steps' | 'minutes'), train_losses_mm, train_data_s,
-    train_data_share} and, with `compile`, train_compile_s (the first step, left out of train_s and
-    train_data_s). `minutes` > 0 stops early once that much wall time has passed in this run (checked
-    after each step). `checkpoint` (a file) is resumed from when it exists and written every
-    `checkpoint_every` steps; the caller deletes it once the result is safe elsewhere. `precision`:
-    fp32 | bf16 | fp16 (autocast forward and loss; fp16 with a gradient scaler)."""
-    _check_training_options(loss, optimizer, precision)
-    if flip_augment and model.backbone.num_joints != NUM_JOINTS:
+def train_model(model, sequences: Sequence, cfg: TrainCfg, *, frames: int, stride: int, seed: int,
+                checkpoint: Optional[Path] = None, desc: str = "train",
+                device: Union[str, torch.device] = "cpu") -> Dict:
+    """Train in place on `device` (the model is moved there) as `cfg` says; returns {train_steps,
+    train_loss_mm (mean of the last 10% of steps), train_s, train_stop ('steps' | 'minutes'),
+    train_losses_mm, train_data_s, train_data_share} and, with `cfg.compile`, train_compile_s (the first
+    step, left out of train_s and train_data_s). `checkpoint` (a file) is resumed from when it exists and
+    written every `cfg.checkpoint_every` steps; the caller deletes it once the result is safe elsewhere.
+    The budget is `cfg.steps` (or `cfg.epochs`); `cfg.finetune_steps` and `cfg.threads` are the caller's
+    to apply (`bench.cell`)."""
+    steps = cfg.steps  # an epoch budget replaces it below
+    _check_training_options(cfg.loss, cfg.optimizer, cfg.precision)
+    if cfg.flip_augment and model.backbone.num_joints != NUM_JOINTS:
         raise ValueError(f"training flip augmentation needs the 17-joint H36M skeleton, the model has "
                          f"{model.backbone.num_joints} joints; set train.flip_augment=false")
     device = torch_device(device)
-    index = train_windows(sequences, frames, stride) if steps or epochs else []
-    epoch_steps = epoch_steps or math.ceil(len(index) / batch_size)  # 0: one pass over the windows
-    if epochs > 0:
-        steps = math.ceil(epochs * epoch_steps)
+    index = train_windows(sequences, frames, stride) if steps or cfg.epochs else []
+    epoch_steps = cfg.epoch_steps or math.ceil(len(index) / cfg.batch_size)  # 0: one pass over the windows
+    if cfg.epochs > 0:
+        steps = math.ceil(cfg.epochs * epoch_steps)
     if steps == 0:
         return {"train_steps": 0, "train_loss_mm": None, "train_s": 0.0, "train_stop": "steps",
                 "train_losses_mm": [], "train_data_s": 0.0, "train_data_share": None}
     if len(index) == 0:
         raise ValueError(f"no training windows of {frames} frames in the training split; use shorter clips")
     model.to(device)  # before the optimiser exists: its state then lives with the parameters
-    make_opt = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam  # Adam: L2 decay, MHFormer's
+    make_opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam  # Adam: L2 decay, MHFormer's
 
     def fresh():
         """Optimiser, scheduler, sampler and gradient scaler of a run that starts at step 0."""
         torch.manual_seed(seed)
-        o = make_opt(model.parameters(), lr=lr, weight_decay=weight_decay, amsgrad=amsgrad)
-        return o, torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(lr_schedule, steps, warmup_steps, epoch_steps,
-                                                                  lr_decay, lr_decay_large, lr_decay_large_every)), \
-            np.random.default_rng(seed), torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        o = make_opt(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, amsgrad=cfg.amsgrad)
+        factor = _lr_lambda(cfg.lr_schedule, steps, cfg.warmup_steps, epoch_steps, cfg.lr_decay,
+                            cfg.lr_decay_large, cfg.lr_decay_large_every)
+        return o, torch.optim.lr_scheduler.LambdaLR(o, factor), \
+            np.random.default_rng(seed), torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     opt, sched, rng, scaler = fresh()
     losses: List[float] = []
@@ -237,52 +234,52 @@ def train_model(model, sequences: Sequence, *, frames: int, stride: int, steps: 
         else:
             start, losses = state["step"], [float(v) for v in state["losses"]]
     bank = _window_bank(sequences, index, frames, device)
-    forward = _training_forward(model, getattr(model, "pipeline", "seq2seq") == "seq2frame", compile)
+    forward = _training_forward(model, getattr(model, "pipeline", "seq2seq") == "seq2frame", cfg.compile)
     in_chans = model.backbone.in_chans
-    objective = mpjpe_loss if loss == "mpjpe" else lambda p, y: mixste_loss(p, y, tc_weight, vel_weight)
+    objective = mpjpe_loss if cfg.loss == "mpjpe" else lambda p, y: mixste_loss(p, y, cfg.tc_weight, cfg.vel_weight)
     model.train()
     t0 = time.perf_counter()
     data_s, compile_s = 0.0, None
     stop = "steps"
-    bar = tqdm(range(start, steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(range(start, steps), desc=desc, disable=not cfg.progress, leave=False, dynamic_ncols=True)
     with OutOfMemoryAsOneLine(device, "training", "train.batch_size") as oom:
         for step in bar:
             oom.batch = step + 1
             t_step = time.perf_counter()
-            x, y, batch_s = _timed_batch(bank, rng, batch_size, in_chans, flip_augment)
-            with autocast(device.type, precision, "train.precision"):
+            x, y, batch_s = _timed_batch(bank, rng, cfg.batch_size, in_chans, cfg.flip_augment)
+            with autocast(device.type, cfg.precision, "train.precision"):
                 pred, stage_idx = forward(x)
                 if stage_idx:
                     y = gather_frames(y, stage_idx[-1])
                 value = objective(pred.float(), y)  # the loss in fp32 whatever the forward's precision
             if not torch.isfinite(value):
-                _diverged(step + 1, value.item(), lr, checkpoint)
+                _diverged(step + 1, value.item(), cfg.lr, checkpoint)
             opt.zero_grad(set_to_none=True)
             scaler.scale(value).backward()  # disabled scaler (fp32, bf16): value.backward(), opt.step()
             scaler.step(opt)
             scaler.update()
             _schedule_step(sched, scaler)
             losses.append(mpjpe_loss(pred.detach().float(), y).item() * 1000.0)
-            if compile and compile_s is None:
+            if cfg.compile and compile_s is None:
                 compile_s = time.perf_counter() - t_step  # mostly compilation: not training throughput
             else:
                 data_s += batch_s
             bar.set_postfix(mpjpe_mm=f"{losses[-1]:.1f}")
-            if checkpoint is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0:
+            if checkpoint is not None and cfg.checkpoint_every > 0 and (step + 1) % cfg.checkpoint_every == 0:
                 save_checkpoint(_resume_state(model, opt, sched, rng, scaler, device, step + 1, losses),
                                 Path(checkpoint))
-            if minutes > 0 and time.perf_counter() - t0 > 60.0 * minutes:
+            if cfg.minutes > 0 and time.perf_counter() - t0 > 60.0 * cfg.minutes:
                 stop = "minutes"
                 break
     train_s = time.perf_counter() - t0 - (compile_s or 0.0)
     model.eval()
     if not all(torch.isfinite(p).all() for p in model.parameters()):  # the last step blew the weights up
-        _diverged(len(losses), float("nan"), lr, checkpoint)
+        _diverged(len(losses), float("nan"), cfg.lr, checkpoint)
     tail = losses[-max(1, len(losses) // 10):] if losses else [float("nan")]
     out = {"train_steps": len(losses), "train_loss_mm": float(np.mean(tail)), "train_s": train_s,
            "train_stop": stop, "train_losses_mm": losses, "train_data_s": data_s,
            "train_data_share": min(1.0, data_s / train_s) if train_s > 0 else 0.0}
-    if compile:
+    if cfg.compile:
         out["train_compile_s"] = compile_s
     return out
 

@@ -17,7 +17,8 @@ from bench.data.windows import WindowBank
 from bench.metrics import flip_poses
 from bench.evaluate import _predict
 from bench.losses import MIXSTE_JOINT_WEIGHTS, mixste_loss
-from bench.train import _lr_lambda, train_model
+from bench.train import _lr_lambda
+from train_runs import run_training
 
 W = np.array(MIXSTE_JOINT_WEIGHTS)
 
@@ -36,9 +37,7 @@ def data():
 
 
 def _train(model, seqs, **kw):
-    args = dict(frames=model.num_frames, stride=9, steps=4, batch_size=2, lr=1e-3, weight_decay=0.01, seed=0,
-                progress=False)
-    return train_model(model, seqs, **{**args, **kw})
+    return run_training(model, seqs, **{"batch_size": 2, **kw})
 
 
 def test_mixste_loss_by_hand():

@@ -15,9 +15,11 @@ from backbones.hourglass import gather_frames
 from bench.data import load_split
 from bench.data.windows import WindowBank, fetch_windows, seq2frame_eval_windows, seq2seq_eval_clips, train_windows
 from bench.metrics import flip_poses
+from bench.config import EvalCfg
 from bench.evaluate import _predict, evaluate_model, model_input
 from bench.losses import mixste_loss, mpjpe_loss
-from bench.train import _lr_lambda, train_model
+from bench.train import _lr_lambda
+from train_runs import run_training
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -46,9 +48,7 @@ def _model(kind: str = "mixste", seed: int = 0):
 
 
 def _train(model, seqs, **kw):
-    args = dict(frames=model.num_frames, stride=9, steps=4, batch_size=4, lr=1e-3, weight_decay=0.01, seed=0,
-                progress=False)
-    return train_model(model, seqs, **{**args, **kw})
+    return run_training(model, seqs, **{"batch_size": 4, **kw})
 
 
 def _reference_losses(model, seqs, *, frames, stride, steps, batch_size, lr, weight_decay, seed, loss="mpjpe",
@@ -136,7 +136,7 @@ def test_every_tensor_the_model_sees_is_on_the_device(data, device, kind):
     assert out["train_steps"] == 3 and seen and set(seen) == {device}
     assert {p.device.type for p in model.parameters()} == {device}
     seen.clear()
-    res = evaluate_model(model, test[:2], frames=model.num_frames, batch_size=64, device=device)
+    res = evaluate_model(model, test[:2], EvalCfg(batch_size=64), frames=model.num_frames, device=device)
     assert seen and set(seen) == {device} and res["mpjpe_mm"] > 0
 
 
@@ -202,7 +202,7 @@ def test_cpu_losses_are_bit_identical_to_the_numpy_pipeline(data, with_short, ki
     kw = dict(frames=27, stride=stride, steps=steps, batch_size=4, lr=1e-3, weight_decay=0.01, seed=5, loss=loss,
               flip_augment=flip)
     want = _reference_losses(_model(kind), seqs, **kw)
-    got = train_model(_model(kind), seqs, progress=False, **kw)["train_losses_mm"]
+    got = run_training(_model(kind), seqs, **kw)["train_losses_mm"]
     assert got == want                                               # exact floats, not approx
 
 
@@ -324,7 +324,7 @@ def test_out_of_memory_is_one_line_naming_the_batch_size(data, monkeypatch, devi
 
     monkeypatch.setattr(model, "forward_with_index", forward_with_index)
     with pytest.raises(ValueError) as e:
-        evaluate_model(model, test, frames=model.num_frames, batch_size=2, flip=False, device=device)
+        evaluate_model(model, test, EvalCfg(batch_size=2, flip=False), frames=model.num_frames, device=device)
     assert str(e.value) == f"out of memory at batch 2 on {device} while evaluating; lower eval.batch_size"
 
 

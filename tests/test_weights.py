@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 
+import pandas as pd
 import pytest
 import torch
 
 import backbones
 from bench.data import load_split
 from bench.digest import file_sha256
+from bench.config import EvalCfg
 from bench.evaluate import evaluate_model
 from h36m_files import write_h36m_files
 from test_cli import vptbench
@@ -73,7 +75,7 @@ def test_each_familys_official_file_is_evaluated_as_loaded_and_pruned_zero_shot(
     model = backbones.create_hourglass(family, "tiny", "none", "none", [], pipeline=pipeline)
     backbones.load_pretrained(model, weights)
     _, test = load_split("h36m", paths={"3d": str(files["3d"]), "2d": str(files["gt"])})
-    ref = evaluate_model(model, test, frames=model.num_frames, batch_size=256)
+    ref = evaluate_model(model, test, EvalCfg(batch_size=256), frames=model.num_frames)
     assert recs[("none", "eval")]["mpjpe_mm"] == pytest.approx(ref["mpjpe_mm"], abs=1e-6)
     if ("uniform", "eval") in recs:
         assert recs[("uniform", "eval")]["mpjpe_mm"] != pytest.approx(ref["mpjpe_mm"], abs=1e-6)  # it pruned
@@ -217,7 +219,7 @@ def test_the_flip_pass_prunes_afresh_or_replays():
     _, test = load_split("synthetic")
     for reuse in (True, False):
         seen.clear()
-        evaluate_model(model, test[:1], frames=27, batch_size=256, flip_reuses_selection=reuse)
+        evaluate_model(model, test[:1], EvalCfg(batch_size=256), frames=27, flip_reuses_selection=reuse)
         assert seen[0] and seen[1] is (not reuse)  # the plain pass selects; the mirrored one replays or not
 
 
@@ -238,3 +240,57 @@ def test_position_aware_tra_queries_differ_between_frames_at_initialisation():
     assert torch.allclose(recovered["zeros"][:, 0], recovered["zeros"][:, 26])  # zero queries: all frames alike
     assert not torch.allclose(recovered["pos"][:, 0], recovered["pos"][:, 26], atol=1e-3)
     assert not torch.allclose(recovered["pos"][:, 3], recovered["pos"][:, 4], atol=1e-3)
+
+
+def _weights_dir(root):
+    """Tiny random models saved under the names and in the containers their publishers use."""
+    from backbones.pretrained import PUBLISHED_WEIGHTS
+
+    for family, entry in PUBLISHED_WEIGHTS.items():
+        path = root / entry.path
+        if "." not in path.name:  # a HoT folder holding one model_<epoch>_<p1>.pth
+            path = path / "model_80_4120.pth"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _official_file(path, family)
+    return root
+
+
+@pytest.mark.slow
+def test_the_pretrained_zeroshot_experiment_pairs_each_pruned_cell_with_its_own_files_evaluation(tmp_path, files):
+    weights_dir = _weights_dir(tmp_path / "pretrained")
+    store, out = tmp_path / "store", tmp_path / "report"
+    vptbench("run", "-m", "experiment=pretrained_zeroshot", f"weights_dir={weights_dir}", "preset=tiny",
+             "eval.batch_size=256", "eval.progress=false", _paths(files), "model=mixste,motionbert",
+             "pruner=none,uniform,cluster", "recoverer=interpolation,nearest", "schedule=[[1,9]]", f"store={store}")
+    recs = [json.loads(p.read_text()) for p in store.glob("*.json")]
+    assert len(recs) == 2 * (1 + 2 * 2) and all(r["status"] == "ok" and r["mode"] == "eval" for r in recs)
+    for r in recs:  # each family's file by its published name, evaluated untrained
+        assert r["train_steps"] == 0 and r["weights_sha256"] == file_sha256(r["weights"])
+        assert ("FT_MB_lite" in r["weights"]) == (r["backbone"] == "motionbert")
+    # a trained baseline of the same backbone in the same store is another block, never the one paired with
+    vptbench("run", *FAST, _paths(files), "backbone=mixste", "train.steps=2", f"store={store}")
+    vptbench("report", "--store", str(store), "--out", str(out))
+    df = pd.read_csv(out / "results.csv", dtype={"weights_id": str})
+    table = (out / "results.md").read_text()
+    assert "baseline [eval]" in table and "uniform + interpolation [eval]" in table
+    from bench.report import efficiency_table, read_results
+
+    eff = efficiency_table(read_results(str(store)))
+    for _, row in eff[eff["pruner"] != "none"].iterrows():
+        (base,) = df.loc[(df["pruner"] == "none") & (df["backbone"] == row["backbone"]) & (df["mode"] == "eval"),
+                         "mpjpe_mm"]
+        assert row["ΔMPJPE"] == pytest.approx(row["MPJPE"] - base, abs=1e-9)
+    assert (out / "pareto_flops_mpjpe.png").stat().st_size > 0
+
+
+def test_a_weights_dir_without_the_file_or_the_family_is_one_line(tmp_path):
+    (tmp_path / "w").mkdir()
+    for cell, expected in [
+        ("backbone=mixste", f"weights_dir={tmp_path / 'w'} has no mixste (mixste: HoT README, checkpoint/pretrained/mixste/"),
+        ("model=poseformer", "weights_dir= knows no published checkpoint of poseformer (published: mhformer, mixste, "
+                       "motionagformer, motionbert); pass weights=PATH"),
+    ]:
+        proc = vptbench("run", cell, "preset=tiny", "metrics=[accuracy]", "mode=eval",
+                        f"weights_dir={tmp_path / 'w'}", f"store={tmp_path / 'store'}", check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]

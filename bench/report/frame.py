@@ -24,10 +24,12 @@ __all__ = ["load_frame", "read_results", "method_name", "stages_label", "CELL_CO
 FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops", "flops_counters_missing")
 # what tells two cells apart in a table (the hash `key` also covers train/speed settings)
 # `device` (cpu | cuda): a GPU timing is never put next to a CPU one as if they were one cell
+# `weights_id` (the first 12 hex digits of a `weights=` file's sha256, "" for weights vptbench trained): two
+# checkpoints of one backbone are two blocks, each pruned cell paired with its own file's unpruned evaluation
 CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "mode", "device",
-                "seed"]
+                "weights_id", "seed"]
 # columns records written before they existed lack, and the value those records meant
-DEFAULTED = {"mode": "scratch", "device": "cpu", "pruner_args": "", "recoverer_args": ""}
+DEFAULTED = {"mode": "scratch", "device": "cpu", "weights_id": "", "pruner_args": "", "recoverer_args": ""}
 METRICS = list(METRIC_RANGES)
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 def _flatten(rec: Dict[str, Any]) -> Dict[str, Any]:
     row = {k: v for k, v in rec.items() if k not in FLAT_SKIP}
     row["schedule"] = json.dumps(rec.get("schedule", []))
+    row["weights_id"] = str(rec.get("weights_sha256") or "")[:12]
     if isinstance(rec.get("config"), dict):  # every setting but the seed: what may be averaged over seeds
         row["variant"] = cell_key({k: v for k, v in rec["config"].items() if k != "seed"})[:8]
     for k, v in (rec.get("env") or {}).items():
@@ -79,7 +82,7 @@ def read_results(path: str) -> pd.DataFrame:
 def _read_csv(p: Path) -> pd.DataFrame:
     """The valid rows of a results.csv (its text columns read as text: a key of digits stays a string)."""
     try:
-        df = pd.read_csv(p, dtype={c: str for c in ("key", "status", "schedule", *STRINGS)})
+        df = pd.read_csv(p, dtype={c: str for c in ("key", "status", "schedule", "weights_id", *STRINGS)})
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{p} is not a readable results.csv ({type(e).__name__}); "
                          "pass a store directory or the results.csv of `vptbench report`") from None
@@ -152,8 +155,8 @@ def _default_mode(df: pd.DataFrame) -> None:
 
 
 def method_name(row) -> str:
-    if row["pruner"] == "none":
-        return "baseline"
+    if row["pruner"] == "none":  # a supplied checkpoint evaluated as loaded, or the model vptbench trained
+        return "baseline [eval]" if row.get("mode") == "eval" else "baseline"
     rec = "" if row["pipeline"] == "seq2frame" else f" + {row['recoverer']}"
     mode = row.get("mode", "scratch")
     return f"{row['pruner']}{rec}" + ("" if mode in ("scratch", None) or mode != mode else f" [{mode}]")

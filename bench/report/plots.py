@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ..config import MODES  # noqa: E402
 from .frame import method_name  # noqa: E402
 from .tables import efficiency_table  # noqa: E402
 
@@ -51,9 +52,12 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _model_label(d: pd.DataFrame) -> pd.Series:
-    """'mixste (paper)', or 'mixste (paper, cuda)': a GPU's points are never one series with the CPU's."""
+    """'mixste (paper)', 'mixste (paper, cuda)' or 'mixste (paper, weights 1a2b3c4d)': a GPU's points are never
+    one series with the CPU's, nor a supplied checkpoint's with the models vptbench trained."""
     device = d["device"] if "device" in d else pd.Series("cpu", index=d.index)
-    return d["backbone"] + " (" + d["preset"] + device.map(lambda v: "" if v == "cpu" else f", {v}") + ")"
+    weights = d["weights_id"] if "weights_id" in d else pd.Series("", index=d.index)
+    return (d["backbone"] + " (" + d["preset"] + device.map(lambda v: "" if v == "cpu" else f", {v}")
+            + weights.map(lambda v: f", weights {v[:8]}" if v else "") + ")")
 
 
 FILLED = ("o", "s", "^", "D", "v", "P", "X", "p", "h", "<", ">", "*")
@@ -68,7 +72,8 @@ def _markers(names) -> dict:
 
 
 def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
-    """One panel per model and mode (scratch / finetune / zeroshot: trained differently, never one cloud);
+    """One panel per model and mode (scratch / finetune / zeroshot / eval: weights obtained differently, never
+    one cloud);
     colour = recoverer, marker = pruner, open = hierarchical, star = the unpruned baseline, line and rings =
     the panel's Pareto front."""
     t = t[t["MPJPE"].notna() & t["GFLOPs"].notna()] if "MPJPE" in t else t.iloc[:0]
@@ -76,7 +81,7 @@ def _pareto(t: pd.DataFrame, out: Path) -> List[Path]:
         return []
     t = t.assign(model=_model_label(t))
     models = list(dict.fromkeys(t["model"]))
-    modes = [m for m in ("scratch", "finetune", "zeroshot") if m in set(t.loc[t["pruner"] != "none", "mode"])]
+    modes = [m for m in MODES if m in set(t.loc[t["pruner"] != "none", "mode"])]
     recoverers = sorted(set(t.loc[t["pruner"] != "none", "recoverer"]))
     colours = dict(zip(recoverers, sns.color_palette("deep", len(recoverers))))
     markers = _markers(t.loc[t["pruner"] != "none", "pruner"].unique())

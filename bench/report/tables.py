@@ -24,7 +24,7 @@ BEST = {"GFLOPs": LOWER, "ΔFLOPs %": LOWER, "frames/s": HIGHER, "speed-up": HIG
         "ms (b=1)": LOWER, "MPJPE": LOWER,
         "P-MPJPE": LOWER, "ΔMPJPE": LOWER}
 STD = {"MPJPE": "MPJPE std", "P-MPJPE": "P-MPJPE std"}
-BLOCK = ["backbone", "preset", "data", "device"]  # deltas and speed-ups within one block, never across
+BLOCK = ["backbone", "preset", "data", "device", "weights_id"]  # deltas and speed-ups within one block, never across
 
 
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -43,6 +43,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     stages = ok["schedule"].map(lambda s: len(json.loads(s)))
     out = pd.DataFrame({
         "backbone": ok["backbone"], "preset": ok["preset"], "data": ok["data"], "device": ok["device"],
+        "weights_id": ok["weights_id"],
         "frames": ok["frames"],
         "pipeline": ok["pipeline"], "pruner": ok["pruner"], "recoverer": ok["recoverer"], "mode": ok["mode"],
         "method": ok.apply(method_name, axis=1), "schedule": ok["schedule"], "stages": stages,
@@ -101,9 +102,12 @@ def _tra_note(part: pd.DataFrame) -> str:
             "position-aware queries (recoverer.args.query_init=pos) too.")
 
 
-def _label(key) -> str:
-    """A table's block as its title names it; the CPU, where most cells run, goes unsaid."""
-    return ", ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)) if k != "cpu")
+def _label(key, names=BLOCK) -> str:
+    """A table's block as its title names it; the CPU, where most cells run, and vptbench's own trained
+    weights go unsaid."""
+    parts = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"weights {v[:8]}" if name == "weights_id" else str(v)
+                     for name, v in zip(names, parts) if v not in ("cpu", ""))
 
 
 def _pivots(t: pd.DataFrame, rows: str, cols: str, value: str, name: str, title: str, keys) -> List[Table]:
@@ -115,7 +119,7 @@ def _pivots(t: pd.DataFrame, rows: str, cols: str, value: str, name: str, title:
         frame = grid.reset_index()
         frame.columns = [str(c) for c in frame.columns]
         frame[rows] = frame[rows].astype(str)
-        label = _label(key)
+        label = _label(key, keys)
         direction = {c: LOWER for c in frame.columns[1:]}
         tab = Table(name, f"{title} ({label})", frame, fmt={c: FMT.get(value, "{:.3f}") for c in frame.columns[1:]},
                     best=best_mask(frame, direction, whole_table=True))
