@@ -196,12 +196,11 @@ def evaluate_model(model, sequences: Sequence, cfg: Optional[EvalCfg] = None, *,
             bar.update(row["frames"])
             if cfg.progress:
                 bar.set_postfix_str(f"MPJPE so far {mean_over_actions(_by_action(rows, 'p1'))[0]:.1f} mm", refresh=False)
-    by_action = lambda key: _by_action(rows, key)  # noqa: E731
-    p1, per_action = mean_over_actions(by_action("p1"))
+    p1, per_action = mean_over_actions(_by_action(rows, "p1"))
     return {
         "mpjpe_mm": p1,
-        "p_mpjpe_mm": mean_over_actions(by_action("p2"))[0],
-        "mpjve_mm": mean_over_actions(by_action("vel"))[0],
+        "p_mpjpe_mm": mean_over_actions(_by_action(rows, "p2"))[0],
+        "mpjve_mm": mean_over_actions(_by_action(rows, "vel"))[0],
         "per_action_mpjpe_mm": per_action,
         "eval_frames": sum(r["n"] for r in rows),
         "eval_precision": cfg.precision,
