@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 
 __all__ = ["load_pretrained", "convert_official", "unwrap_checkpoint", "read_weights", "identify_weights",
-           "fit_frame_norms", "weights_into", "describe_preset", "WeightsId", "PUBLISHED_WEIGHTS", "published_weights"]
+           "fit_frame_norms", "weights_into", "describe_preset", "WeightsId", "PUBLISHED_WEIGHTS", "published_weights",
+           "IMAGE25D_FAMILIES", "predicts_image25d"]
 
 
 class Published(NamedTuple):
@@ -43,6 +44,20 @@ PUBLISHED_WEIGHTS: Dict[str, Published] = {
     "motionagformer": Published("motionagformer-b-h36m.pth.tr", "b",
                                 "MotionAGFormer README, checkpoint/motionagformer-b-h36m.pth.tr (base, 243 frames)"),
 }
+
+
+# families whose official H36M files predict MotionBERT's 2.5D image space (MotionBERT's datareader_h36m;
+# MotionAGFormer trains on the same data files), not camera-frame metres: scored by eval.protocol=motionbert
+IMAGE25D_FAMILIES = ("motionbert", "motionagformer")
+
+
+def predicts_image25d(family: str, path: str | os.PathLike) -> bool:
+    """Whether the checkpoint at `path` predicts 2.5D image coordinates: an official file (bare backbone
+    keys) of a family in IMAGE25D_FAMILIES. A vptbench checkpoint (an Hourglass: `backbone.` keys) was
+    trained on camera-frame metres, whatever its family."""
+    if family not in IMAGE25D_FAMILIES:
+        return False
+    return not any(k.startswith("backbone.") for k in read_weights(path))
 
 
 def published_weights(weights_dir: str | os.PathLike, family: str) -> str:

@@ -115,12 +115,11 @@ def _data_key(data: DataCfg) -> Tuple:
 
 
 @lru_cache(maxsize=2)
-def _load_split_cached(key: Tuple):
-    from .data import load_split
+def _load_dataset_cached(key: Tuple):
+    from .data import load_dataset
 
-    (name, paths, noise_px, _), need_train = key
-    return load_split(name, paths=dict(paths) or None, need_train=need_train,
-                      **({"noise_px": noise_px} if noise_px else {}))
+    name, paths, noise_px, _ = key
+    return load_dataset(name, paths=dict(paths) or None, **({"noise_px": noise_px} if noise_px else {}))
 
 
 def needs_training_data(cfg: Config) -> bool:
@@ -130,9 +129,12 @@ def needs_training_data(cfg: Config) -> bool:
 
 def load_cell_data(data: DataCfg, need_train: bool = True):
     """(train, test) sequences of a cell's data config; an empty train split is accepted where nothing trains.
-    The last two splits loaded (with and without the train check) are kept, so a grid's preflight check and
-    the cells that run in the same process read the files once per kind."""
-    return _load_split_cached((_data_key(data), need_train))
+    The last two data sets loaded are kept, so a grid's preflight check and the cells that run in the same
+    process (evaluating or training) read the files once."""
+    from .data.dataset import split_loaded
+
+    key = _data_key(data)
+    return split_loaded(data.name, _load_dataset_cached(key), need_train=need_train)
 
 
 def _describe(cfg: Config) -> Dict[str, Any]:

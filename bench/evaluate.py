@@ -11,6 +11,12 @@ MPJVE are averaged per action (file actions grouped into the protocol's classes,
 over actions. fp32 unless `eval.precision` asks for bf16/fp16 autocast (emulated and warned about
 where the CPU lacks that arithmetic, `bench.cell` checks which); metrics are computed on the CPU, in float64.
 
+`eval.protocol=motionbert` is MotionBERT's own test instead (`train.py::evaluate`, which MotionAGFormer
+copies), for the published files of those two families, which predict 2.5D image coordinates
+(`bench.data.image25d`): non-overlapping clips from each sequence's first frame, the frames after the last
+whole clip unscored, predictions and ground truth compared in the 2.5D space, frame-weighted per action,
+three S9 takes left out (`eval.exclude`).
+
 A long evaluation (paper presets on the full S9+S11 on a CPU take hours) shows a progress bar over the
 test frames with an ETA, and resumes after a kill: each finished sequence's errors are appended to a
 small JSON file keyed by a digest of the model's weights and the evaluation settings, so a rerun of the
@@ -21,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -31,7 +38,8 @@ from tqdm.auto import tqdm
 from .atomic import write_atomic
 from .config import EvalCfg
 from .data.h36m import action_class
-from .data.windows import seq2frame_eval_windows, seq2seq_eval_clips
+from .data.image25d import image25d_from_prediction, image25d_target
+from .data.windows import motionbert_eval_clips, seq2frame_eval_windows, seq2seq_eval_clips
 from .devices import OutOfMemoryAsOneLine, torch_device
 from .metrics import flip_poses, mean_over_actions, mpjpe, mpjve, p_mpjpe
 from .precision import autocast
@@ -137,7 +145,14 @@ def _score(model, seq, frames: int, cfg: EvalCfg, reuse: bool, oom, device) -> D
     T = len(seq.pos2d)
     pos2d = model_input(torch.as_tensor(seq.pos2d, dtype=torch.float32), model.backbone.in_chans).to(device)
     run = dict(oom=oom, reuse=reuse, precision=cfg.precision)
-    if getattr(model, "pipeline", "seq2seq") == "seq2frame":
+    if cfg.protocol == "motionbert":
+        clips = motionbert_eval_clips(T, frames)
+        pred = _predict(model, pos2d, cfg.batch_size, cfg.flip, rows=clips, **run)
+        target, factor = image25d_target(seq.pos3d, seq.root_m, seq.intrinsics)
+        pred = image25d_from_prediction(pred, factor[clips], seq.intrinsics["res_w"])
+        target = target[clips]
+        vel_pred, vel_target = pred, target
+    elif getattr(model, "pipeline", "seq2seq") == "seq2frame":
         win = seq2frame_eval_windows(T, frames)                                   # (T, frames) indices
         pred = _predict(model, pos2d, cfg.batch_size, cfg.flip, rows=win, **run)[:, 0]  # (T, J, 3) centres
         target = seq.pos3d
@@ -147,9 +162,7 @@ def _score(model, seq, frames: int, cfg: EvalCfg, reuse: bool, oom, device) -> D
         pred = _predict(model, pos2d, cfg.batch_size, cfg.flip, rows=clips, **run)  # (n_clips, frames, J, 3)
         target = seq.pos3d[clips]
         vel_pred, vel_target = pred, target
-    if not np.isfinite(pred).all():
-        raise ValueError(f"the model predicts NaN or inf for {seq.subject} {seq.action}: its weights are not "
-                         "usable (a diverged or corrupt training run); lower train.lr or retrain")
+    _check_finite(pred, seq)
     pred = pred.copy()
     pred[..., 0, :] = 0.0                                                        # root zeroed (H36M protocol)
     vel_pred = vel_pred.copy()
@@ -157,6 +170,28 @@ def _score(model, seq, frames: int, cfg: EvalCfg, reuse: bool, oom, device) -> D
     return dict(subject=seq.subject, action=seq.action, camera=seq.camera, frames=T,
                 n=int(np.prod(pred.shape[:-2])), p1=mpjpe(pred, target), p2=p_mpjpe(pred, target),
                 vel=mpjve(vel_pred, vel_target))
+
+
+def _check_finite(pred: np.ndarray, seq) -> None:
+    if not np.isfinite(pred).all():
+        raise ValueError(f"the model predicts NaN or inf for {seq.subject} {seq.action}: its weights are not "
+                         "usable (a diverged or corrupt training run); lower train.lr or retrain")
+
+
+def _scored(sequences, cfg: EvalCfg) -> List:
+    """The test sequences the protocol scores (`eval.exclude`: SUBJECT/ACTION left out); one line when that
+    leaves none, or names a sequence the data does not have (a typo would otherwise exclude nothing)."""
+    excluded = set(cfg.exclude or ())
+    if not excluded:
+        return list(sequences)
+    present = {f"{s.subject}/{s.action}" for s in sequences}
+    unknown = sorted(excluded - present)
+    if unknown and any(s.subject == unknown[0].split("/")[0] for s in sequences):
+        log.warning("eval.exclude: %s not in the test data (nothing left out for it)", ", ".join(unknown))
+    kept = [s for s in sequences if f"{s.subject}/{s.action}" not in excluded]
+    if not kept:
+        raise ValueError(f"eval.exclude={sorted(excluded)} leaves no test sequence; exclude fewer")
+    return kept
 
 
 def _by_action(rows: List[Dict[str, Any]], key: str):
@@ -175,10 +210,17 @@ def evaluate_model(model, sequences: Sequence, cfg: Optional[EvalCfg] = None, *,
     (the caller deletes it once the result is safe). Returns mpjpe_mm, p_mpjpe_mm, mpjve_mm (means over
     actions), per_action_mpjpe_mm, eval_frames, eval_precision, eval_resumed_sequences."""
     cfg = cfg or EvalCfg()
+    if cfg.protocol == "auto":  # a bare EvalCfg: Config resolves auto by the weights, here it is the default
+        cfg = replace(cfg, protocol="hot")
+    if cfg.protocol == "motionbert" and any(s.root_m is None or s.intrinsics is None for s in sequences):
+        raise ValueError("eval.protocol=motionbert needs each test sequence's camera (intrinsics and root "
+                         "position); these sequences were built without one")
+    sequences = _scored(sequences, cfg)
     device = torch_device(device)
     model.to(device).eval()
     stamp = dict(weights=weights_digest(model), frames=frames, flip=cfg.flip, reuse=flip_reuses_selection,
-                 precision=cfg.precision, device=device.type, sequences=len(sequences))
+                 precision=cfg.precision, device=device.type, sequences=len(sequences),
+                 protocol=cfg.protocol)
     partial = _Partial(resume, stamp)
     rows: List[Dict[str, Any]] = []
     resumed = 0
@@ -204,5 +246,6 @@ def evaluate_model(model, sequences: Sequence, cfg: Optional[EvalCfg] = None, *,
         "per_action_mpjpe_mm": per_action,
         "eval_frames": sum(r["n"] for r in rows),
         "eval_precision": cfg.precision,
+        "eval_protocol": cfg.protocol,
         "eval_resumed_sequences": resumed,
     }

@@ -151,7 +151,13 @@ def load_split(name_or_paths: PathsArg, split: Optional[Mapping] = None, need_tr
     `need_train=False` accepts files without training subjects (evaluation of given weights).
     Extra keyword arguments go to `load_dataset`.
     """
-    seqs = load_dataset(name_or_paths, **kwargs)
+    return split_loaded(name_or_paths, load_dataset(name_or_paths, **kwargs), split, need_train)
+
+
+def split_loaded(name_or_paths: PathsArg, seqs: Seq[Sequence], split: Optional[Mapping] = None,
+                 need_train: bool = True) -> Tuple[List[Sequence], List[Sequence]]:
+    """`load_split` on sequences already loaded from `name_or_paths` (its split rules, without reading the
+    files again)."""
     strict = True
     if split is None:
         is_name = isinstance(name_or_paths, str) and name_or_paths in DEFAULT_SPLITS

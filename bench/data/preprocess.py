@@ -60,6 +60,8 @@ def sequences_from_motion(motion: MotionSet, cameras: Optional[Seq[int]] = None)
                 X = world_to_camera(world, cam["orientation"], cam["translation_m"])  # (T, 17, 3)
                 pos3d = X - X[:, :1]                                                   # root-relative, root = 0
                 pos2d = normalize_screen(kp.astype(np.float64), cam["res_w"], cam["res_h"])
+                intrinsics = {k: cam[k] for k in ("focal", "center", "res_w", "res_h")}
                 out.append(Sequence(subject, action, int(c), pos2d.astype(np.float32),
-                                    pos3d.astype(np.float32), float(motion.fps)))
+                                    pos3d.astype(np.float32), float(motion.fps),
+                                    root_m=X[:, 0].astype(np.float32), intrinsics=intrinsics))
     return out

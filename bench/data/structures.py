@@ -9,7 +9,7 @@ so they share one preprocessing path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -27,6 +27,9 @@ class Sequence:
         pos2d: float32 (T, 17, 2) keypoints in normalised screen coordinates (X / w * 2 - [1, h/w]).
         pos3d: float32 (T, 17, 3) camera-frame metres, root-relative; joint 0 is exactly 0.
         fps: frames per second of both arrays.
+        root_m: float32 (T, 3) camera-frame position of the root joint in metres (where pos3d is relative to),
+            and `intrinsics` the camera's (`focal`, `center`, `res_w`, `res_h`): what MotionBERT's 2.5D
+            evaluation protocol needs (`image25d`); None where a source has no camera.
     """
     subject: str
     action: str
@@ -34,6 +37,8 @@ class Sequence:
     pos2d: np.ndarray
     pos3d: np.ndarray
     fps: float
+    root_m: Optional[np.ndarray] = field(default=None, repr=False)
+    intrinsics: Optional[Dict[str, Any]] = field(default=None, repr=False)
 
     def __post_init__(self):
         # Internal invariant: loaders validate user data before building a Sequence.

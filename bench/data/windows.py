@@ -1,4 +1,5 @@
-"""Frame-index windows for training and for the two evaluation protocols of the official HoT code.
+"""Frame-index windows for training, for the two evaluation protocols of the official HoT code and for
+MotionBERT's.
 
 Every helper returns integer frame indices into a sequence; edge padding is done by clamping
 indices to [0, T-1], i.e. the first/last frame is replicated, exactly like np.pad(..., 'edge').
@@ -19,7 +20,7 @@ import torch
 from .structures import Sequence
 
 __all__ = ["window_indices", "train_windows", "fetch_windows", "WindowBank", "seq2seq_eval_clips",
-           "seq2frame_eval_windows"]
+           "seq2frame_eval_windows", "motionbert_eval_clips"]
 
 
 def _check_frames(frames: int) -> None:
@@ -126,6 +127,20 @@ def seq2seq_eval_clips(T_seq: int, frames: int) -> np.ndarray:
     offset = (n * frames - T_seq) // 2
     starts = np.arange(n) * frames - offset
     return np.clip(starts[:, None] + np.arange(frames), 0, T_seq - 1)
+
+
+def motionbert_eval_clips(T_seq: int, frames: int) -> np.ndarray:
+    """(n_clips, frames) indices of MotionBERT's test clips (`lib/utils/utils_data.py::split_clips` with
+    `data_stride_test` = `n_frames`, as its H36M configs set): non-overlapping clips from the first frame;
+    the frames after the last whole clip are not scored. A sequence shorter than one clip is resampled to
+    it: indices floor(linspace(0, T, frames)), where MotionBERT picks floor or ceil at random per index."""
+    _check_frames(frames)
+    if T_seq < 1:
+        raise ValueError(f"cannot evaluate an empty sequence (T = {T_seq})")
+    if T_seq < frames:
+        return np.floor(np.linspace(0, T_seq, frames, endpoint=False)).astype(np.int64)[None]
+    starts = np.arange(T_seq // frames) * frames
+    return starts[:, None] + np.arange(frames)
 
 
 def seq2frame_eval_windows(T_seq: int, frames: int) -> np.ndarray:

@@ -26,10 +26,13 @@ FLAT_SKIP = ("config", "env", "per_action_mpjpe_mm", "flops_uncounted_ops", "flo
 # `device` (cpu | cuda): a GPU timing is never put next to a CPU one as if they were one cell
 # `weights_id` (the first 12 hex digits of a `weights=` file's sha256, "" for weights vptbench trained): two
 # checkpoints of one backbone are two blocks, each pruned cell paired with its own file's unpruned evaluation
+# `eval_protocol` ("" for the VideoPose3D/HoT one, else e.g. motionbert: MotionBERT's 2.5D test, which its
+# published files are scored by): errors of two protocols are never put side by side as one
 CELL_COLUMNS = ["backbone", "preset", "frames", "pipeline", "pruner", "recoverer", "schedule", "data", "mode", "device",
-                "weights_id", "seed"]
+                "weights_id", "eval_protocol", "seed"]
 # columns records written before they existed lack, and the value those records meant
-DEFAULTED = {"mode": "scratch", "device": "cpu", "weights_id": "", "pruner_args": "", "recoverer_args": ""}
+DEFAULTED = {"mode": "scratch", "device": "cpu", "weights_id": "", "eval_protocol": "", "pruner_args": "",
+             "recoverer_args": ""}
 METRICS = list(METRIC_RANGES)
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ def _flatten(rec: Dict[str, Any]) -> Dict[str, Any]:
     row = {k: v for k, v in rec.items() if k not in FLAT_SKIP}
     row["schedule"] = json.dumps(rec.get("schedule", []))
     row["weights_id"] = str(rec.get("weights_sha256") or "")[:12]
+    row["eval_protocol"] = "" if rec.get("eval_protocol") in (None, "hot") else str(rec["eval_protocol"])
     if isinstance(rec.get("config"), dict):  # every setting but the seed: what may be averaged over seeds
         row["variant"] = cell_key({k: v for k, v in rec["config"].items() if k != "seed"})[:8]
     for k, v in (rec.get("env") or {}).items():
@@ -82,7 +86,8 @@ def read_results(path: str) -> pd.DataFrame:
 def _read_csv(p: Path) -> pd.DataFrame:
     """The valid rows of a results.csv (its text columns read as text: a key of digits stays a string)."""
     try:
-        df = pd.read_csv(p, dtype={c: str for c in ("key", "status", "schedule", "weights_id", *STRINGS)})
+        df = pd.read_csv(p, dtype={c: str for c in ("key", "status", "schedule", "weights_id", "eval_protocol",
+                                                                 *STRINGS)})
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{p} is not a readable results.csv ({type(e).__name__}); "
                          "pass a store directory or the results.csv of `vptbench report`") from None

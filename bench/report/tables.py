@@ -24,7 +24,7 @@ BEST = {"GFLOPs": LOWER, "ΔFLOPs %": LOWER, "frames/s": HIGHER, "speed-up": HIG
         "ms (b=1)": LOWER, "MPJPE": LOWER,
         "P-MPJPE": LOWER, "ΔMPJPE": LOWER}
 STD = {"MPJPE": "MPJPE std", "P-MPJPE": "P-MPJPE std"}
-BLOCK = ["backbone", "preset", "data", "device", "weights_id"]  # deltas and speed-ups within one block, never across
+BLOCK = ["backbone", "preset", "data", "device", "weights_id", "eval_protocol"]  # deltas and speed-ups within one block, never across
 
 
 def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     stages = ok["schedule"].map(lambda s: len(json.loads(s)))
     out = pd.DataFrame({
         "backbone": ok["backbone"], "preset": ok["preset"], "data": ok["data"], "device": ok["device"],
-        "weights_id": ok["weights_id"],
+        "weights_id": ok["weights_id"], "eval_protocol": ok["eval_protocol"],
         "frames": ok["frames"],
         "pipeline": ok["pipeline"], "pruner": ok["pruner"], "recoverer": ok["recoverer"], "mode": ok["mode"],
         "method": ok.apply(method_name, axis=1), "schedule": ok["schedule"], "stages": stages,
@@ -106,8 +106,8 @@ def _label(key, names=BLOCK) -> str:
     """A table's block as its title names it; the CPU, where most cells run, and vptbench's own trained
     weights go unsaid."""
     parts = key if isinstance(key, tuple) else (key,)
-    return ", ".join(f"weights {v[:8]}" if name == "weights_id" else str(v)
-                     for name, v in zip(names, parts) if v not in ("cpu", ""))
+    shown = {"weights_id": lambda v: f"weights {v[:8]}", "eval_protocol": lambda v: f"{v} protocol"}
+    return ", ".join(shown.get(name, str)(v) for name, v in zip(names, parts) if v not in ("cpu", ""))
 
 
 def _pivots(t: pd.DataFrame, rows: str, cols: str, value: str, name: str, title: str, keys) -> List[Table]:
