@@ -1,4 +1,4 @@
-"""`vptbench run | report | compare | list | quickstart`.
+"""`vptbench run | report | compare | history | flops | list | quickstart`.
 
 `run` is a hydra app over the config tree in `ablations/` (`-m` sweeps a grid). Every cell of the
 command line is composed and validated first (`bench.compose`), so a bad override or schedule stops
@@ -27,7 +27,7 @@ commands:
                              vptbench run backbone=mixste pruner=cluster recoverer=attention 'schedule=[[3,81]]' metrics=[params,flops]
   report --store DIR --out DIR
                              write results.csv, results.md and plots from a results store
-  compare BASELINE CURRENT [--mpjpe-tol MM] [--speed-tol FRACTION] [--partial] [--out FILE]
+  compare BASELINE CURRENT [--mpjpe-tol MM] [--speed-tol FRACTION] [--partial] [--across-machines] [--out FILE]
                              regression check of a store (or results.csv) against a baseline: exit 1 names
                              the regressed cells (a baseline cell or metric CURRENT lacks regresses unless
                              --partial), exit 2 if nothing could be compared, e.g.
@@ -35,6 +35,12 @@ commands:
   flops OVERRIDES...         one cell's computation under every counting convention (vptbench gflops, fvcore,
                              thop, torchprofile, ptflops, FlopCounterMode), per clip and per output frame,
                              e.g. vptbench flops model=hot_mixste
+  history add STORE [--db FILE] [--repo DIR]
+                             append a store's (or results.csv's) measurements to the history (default
+                             results/history.sqlite), keyed by cell, metric, commit and machine fingerprint
+  history check [--db FILE] [--accepted FILE] [--out FILE]
+                             find every step of every series over commits; exit 1 on a regression that is
+                             not in the accepted-steps file (default results/baselines/accepted_steps.csv)
   list                       show backbones, presets, pruners, recoverers, pipelines, data, models and experiments
   quickstart                 the main job: default ablation grid + paper-preset efficiency + report
 """
@@ -168,9 +174,12 @@ def cmd_compare(args: List[str]) -> int:
     p.add_argument("--partial", action="store_true",
                    help="allow CURRENT to lack baseline cells and metrics: list them as not compared instead of "
                         "failing (gives up that protection)")
+    p.add_argument("--across-machines", action="store_true",
+                   help="compare frames/s of records measured on different machines (not by default: they differ ~2x)")
     p.add_argument("--out", help="also write the markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
     a = p.parse_args(args)
-    result = compare(a.baseline, a.current, mpjpe_tol=a.mpjpe_tol, speed_tol=a.speed_tol, partial=a.partial)
+    result = compare(a.baseline, a.current, mpjpe_tol=a.mpjpe_tol, speed_tol=a.speed_tol, partial=a.partial,
+                     across_machines=a.across_machines)
     text = result.markdown(a.baseline, a.current)
     print(text)
     if a.out:
@@ -182,8 +191,48 @@ def cmd_compare(args: List[str]) -> int:
     for cell in [] if a.partial else result.missing:
         print(f"vptbench compare: REGRESSED {cell}: in BASELINE, missing from CURRENT (--partial allows it)",
               file=sys.stderr)
+    if result.other_machine:
+        r = result.other_machine[0]
+        print(f"vptbench compare: frames/s of {len(result.other_machine)} cell(s) not compared: baseline measured on "
+              f"{r['baseline'] or 'an unrecorded machine'}, current on {r['current'] or 'an unrecorded machine'} "
+              "(--across-machines compares them)", file=sys.stderr)
     print(f"vptbench compare: {result.counts()}", file=sys.stderr)
     return 1 if result.regressed else 0
+
+
+def cmd_history(args: List[str]) -> int:
+    from . import history as H
+
+    p = argparse.ArgumentParser(prog="vptbench history")
+    sub = p.add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add", help="append a store's measurements to the history")
+    add.add_argument("store", help="results store directory or results.csv")
+    add.add_argument("--db", default=H.DEFAULT_DB, help=f"history file (default {H.DEFAULT_DB})")
+    add.add_argument("--repo", default=".", help="the git checkout the records were measured in (default .)")
+    chk = sub.add_parser("check", help="find steps over commits; exit 1 on an unaccepted regression")
+    chk.add_argument("--db", default=H.DEFAULT_DB, help=f"history file (default {H.DEFAULT_DB})")
+    chk.add_argument("--accepted", default=H.DEFAULT_ACCEPTED,
+                     help=f"reviewed CSV of accepted steps: commit, cell, metric, reason (default {H.DEFAULT_ACCEPTED})")
+    chk.add_argument("--out", help="also write the markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    a = p.parse_args(args)
+    if a.action == "add":
+        n = H.add_records(a.store, db=a.db, repo=a.repo)
+        print(f"vptbench history: {n['points']} point(s) added to {a.db}"
+              + (f"; skipped {n['skipped_no_commit']} record(s) without a git commit" if n["skipped_no_commit"] else "")
+              + (f"; skipped {n['skipped_unknown_commit']} record(s) whose commit {a.repo} does not have (a shallow "
+                 "clone? fetch its history)" if n["skipped_unknown_commit"] else ""), file=sys.stderr)
+        return 0
+    steps = H.check_history(a.db, a.accepted)
+    text = H.steps_markdown(steps, a.db)
+    print(text)
+    if a.out:
+        with open(a.out, "a") as f:
+            f.write(text + "\n")
+    bad = [s for s in steps if s.verdict == "regression"]
+    for s in bad:
+        print(f"vptbench history: REGRESSED {s.label} {s.metric} on machine {s.machine} at {s.first[:12]} "
+              f"(after {s.previous[:12]}): {s.change}", file=sys.stderr)
+    return 1 if bad else 0
 
 
 def cmd_flops(args: List[str]) -> int:
@@ -262,7 +311,8 @@ def cmd_quickstart(args: List[str]) -> int:
     return 1 if failed else rc
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "flops": cmd_flops, "list": cmd_list,
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "history": cmd_history, "flops": cmd_flops,
+            "list": cmd_list,
             "quickstart": cmd_quickstart}
 
 

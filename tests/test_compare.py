@@ -11,7 +11,7 @@ import pytest
 
 from bench.cli import main
 from bench.report import write_report
-from bench.report.compare import Comparison, _compare_cell, _value
+from bench.report.compare import Comparison, _compare_cell, metric_value as _value
 from tests.report_records import grid_records, record, write_store
 
 
@@ -190,3 +190,40 @@ def test_bad_input_is_one_line_exit_2(tmp_path, stores, case):
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and err.startswith("vptbench: error:"), err
+
+
+def test_speed_is_not_compared_across_machines(capsys, stores):
+    """The same code on another CPU: its ~2x speed is not a regression, and its MPJPE gets the measured
+    cross-machine spread as tolerance (the issue: 21 "regressions" and no word of the two CPUs)."""
+    import copy
+
+    from bench.report.compare import CROSS_MACHINE_MPJPE_MM
+
+    tmp, _, recs = stores
+    other = copy.deepcopy(recs)
+    for r in other:
+        r["env"] = dict(r["env"], cpu_name="Other CPU")
+        r["frames_per_s"] *= 0.5
+    other[3]["mpjpe_mm"] += CROSS_MACHINE_MPJPE_MM - 0.5  # within the cross-machine spread
+    write_store(tmp / "other", other)
+    rc, out, err = _run(capsys, tmp / "base", tmp / "other")
+    assert rc == 0, err
+    assert "Speed not compared: measured on different machines" in out and "cpu_name=Other CPU" in out
+    assert "frames/s of 9 cell(s) not compared" in err and "--across-machines" in err
+    assert "speed on another machine" in out and "(across machines)" in out
+    rc, _, err = _run(capsys, tmp / "base", tmp / "other", "--across-machines")
+    assert rc == 1 and err.count("frames_per_s") >= 9  # asked for: the other CPU's speed is compared, and fails
+    other[3]["mpjpe_mm"] += 1.0                        # past the spread: a regression on any machine
+    write_store(tmp / "other2", other)
+    rc, _, err = _run(capsys, tmp / "base", tmp / "other2")
+    assert rc == 1 and "uniform+attention/9@1 mpjpe_mm" in err
+    # a comparison of speed alone across machines compares nothing: one line, exit 2
+    speed_only = [{k: v for k, v in r.items() if k not in ("params_m", "gflops", "gflops_total", "mpjpe_mm",
+                                                                 "p_mpjpe_mm")} for r in other]
+    base_speed = [{k: v for k, v in r.items() if k not in ("params_m", "gflops", "gflops_total", "mpjpe_mm",
+                                                                "p_mpjpe_mm")} for r in recs]
+    write_store(tmp / "so_cur", speed_only)
+    write_store(tmp / "so_base", base_speed)
+    rc, _, err = _run(capsys, tmp / "so_base", tmp / "so_cur")
+    lines = err.strip().splitlines()
+    assert rc == 2 and "measured speed only, on different machines" in lines[-1], err
