@@ -162,7 +162,9 @@ def _score(model, seq, frames: int, cfg: EvalCfg, reuse: bool, oom, device) -> D
         pred = _predict(model, pos2d, cfg.batch_size, cfg.flip, rows=clips, **run)  # (n_clips, frames, J, 3)
         target = seq.pos3d[clips]
         vel_pred, vel_target = pred, target
-    _check_finite(pred, seq)
+    if not np.isfinite(pred).all():
+        raise ValueError(f"the model predicts NaN or inf for {seq.subject} {seq.action}: its weights are not "
+                         "usable (a diverged or corrupt training run); lower train.lr or retrain")
     pred = pred.copy()
     pred[..., 0, :] = 0.0                                                        # root zeroed (H36M protocol)
     vel_pred = vel_pred.copy()
@@ -172,15 +174,10 @@ def _score(model, seq, frames: int, cfg: EvalCfg, reuse: bool, oom, device) -> D
                 vel=mpjve(vel_pred, vel_target))
 
 
-def _check_finite(pred: np.ndarray, seq) -> None:
-    if not np.isfinite(pred).all():
-        raise ValueError(f"the model predicts NaN or inf for {seq.subject} {seq.action}: its weights are not "
-                         "usable (a diverged or corrupt training run); lower train.lr or retrain")
-
-
 def _scored(sequences, cfg: EvalCfg) -> List:
     """The test sequences the protocol scores (`eval.exclude`: SUBJECT/ACTION left out); one line when that
-    leaves none, or names a sequence the data does not have (a typo would otherwise exclude nothing)."""
+    leaves none, and a warning for an exclusion of a subject the data has but an action it lacks (a typo
+    would otherwise exclude nothing unnoticed)."""
     excluded = set(cfg.exclude or ())
     if not excluded:
         return list(sequences)
