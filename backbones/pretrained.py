@@ -57,7 +57,7 @@ def predicts_image25d(family: str, path: str | os.PathLike) -> bool:
     trained on camera-frame metres, whatever its family."""
     if family not in IMAGE25D_FAMILIES:
         return False
-    return not any(k.startswith("backbone.") for k in read_weights(path))
+    return not _is_hourglass_state(read_weights(path))
 
 
 def published_weights(weights_dir: str | os.PathLike, family: str) -> str:
@@ -91,12 +91,18 @@ def unwrap_checkpoint(obj) -> Dict[str, torch.Tensor]:
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
 
 
+def _is_hourglass_state(state: Mapping[str, torch.Tensor]) -> bool:
+    """A vptbench (Hourglass) checkpoint, whose keys already are ours: `backbone.` prefixes, which no official
+    file has."""
+    return any(k.startswith("backbone.") for k in state)
+
+
 def convert_official(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> Dict[str, torch.Tensor]:
     """Official key names -> this model's key names (identity for a bare backbone, and for a vptbench
     Hourglass checkpoint, whose keys already are)."""
     if not hasattr(model, "backbone"):
         return dict(state_dict)
-    if any(k.startswith("backbone.") for k in state_dict):
+    if _is_hourglass_state(state_dict):
         return dict(state_dict)
     out = {}
     for k, v in state_dict.items():
