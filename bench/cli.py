@@ -32,6 +32,12 @@ commands:
                              the regressed cells (a baseline cell or metric CURRENT lacks regresses unless
                              --partial), exit 2 if nothing could be compared, e.g.
                              vptbench compare results/baselines/quickstart_params_flops.csv results/store
+  compare --rev BASE [HEAD] OVERRIDES... [--speed-tol FRACTION] [--budget S] [-m] [--out FILE]
+                             A/B of two revisions in one run (HEAD: the working tree unless given): each in its
+                             own git worktree and worker, timed repeats interleaved in random order; per cell
+                             the time ratio with a 95% signed-rank interval, regression / faster / unchanged /
+                             inconclusive; exit 1 on a regression, e.g.
+                             vptbench compare --rev main backbone=mixste preset=tiny 'metrics=[params,flops,speed]'
   flops OVERRIDES...         one cell's computation under every counting convention (vptbench gflops, fvcore,
                              thop, torchprofile, ptflops, FlopCounterMode), per clip and per output frame,
                              e.g. vptbench flops model=hot_mixste
@@ -163,7 +169,17 @@ def cmd_report(args: List[str]) -> int:
     return 0
 
 
+def _summary(text: str, out: str | None) -> None:
+    """A command's markdown summary: to stdout, and appended to `out` (e.g. $GITHUB_STEP_SUMMARY)."""
+    print(text)
+    if out:
+        with open(out, "a") as f:
+            f.write(text + "\n")
+
+
 def cmd_compare(args: List[str]) -> int:
+    if "--rev" in args or any(a.startswith("--rev=") for a in args):
+        return cmd_compare_revisions(args)
     from .report.compare import compare
 
     p = argparse.ArgumentParser(prog="vptbench compare")
@@ -181,10 +197,7 @@ def cmd_compare(args: List[str]) -> int:
     result = compare(a.baseline, a.current, mpjpe_tol=a.mpjpe_tol, speed_tol=a.speed_tol, partial=a.partial,
                      across_machines=a.across_machines)
     text = result.markdown(a.baseline, a.current)
-    print(text)
-    if a.out:
-        with open(a.out, "a") as f:
-            f.write(text + "\n")
+    _summary(text, a.out)
     for r in result.regressions:
         print(f"vptbench compare: REGRESSED {r['cell']} {r['metric']}: {r['baseline']} -> {r['current']} ({r['rule']})",
               file=sys.stderr)
@@ -224,15 +237,59 @@ def cmd_history(args: List[str]) -> int:
         return 0
     steps = H.check_history(a.db, a.accepted)
     text = H.steps_markdown(steps, a.db)
-    print(text)
-    if a.out:
-        with open(a.out, "a") as f:
-            f.write(text + "\n")
+    _summary(text, a.out)
     bad = [s for s in steps if s.verdict == "regression"]
     for s in bad:
         print(f"vptbench history: REGRESSED {s.label} {s.metric} on machine {s.machine} at {s.first[:12]} "
               f"(after {s.previous[:12]}): {s.change}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def cmd_compare_revisions(args: List[str]) -> int:
+    """`vptbench compare --rev BASE [HEAD] OVERRIDES...`: see bench/ab.py."""
+    from .ab import ABError, run_ab
+
+    p = argparse.ArgumentParser(prog="vptbench compare --rev")
+    p.add_argument("--rev", required=True, help="the base revision (branch, tag, hash)")
+    p.add_argument("-m", "--multirun", action="store_true", help="the overrides sweep a grid")
+    p.add_argument("--speed-tol", type=float, default=0.02,
+                   help="a slowdown beyond this fraction is a regression once the interval lies past it")
+    p.add_argument("--confidence", type=float, default=0.95, help="of the signed-rank interval")
+    p.add_argument("--budget", type=float, default=60.0, help="seconds of timing per cell at most")
+    p.add_argument("--min-rounds", type=int, default=10)
+    p.add_argument("--max-rounds", type=int, default=1000)
+    p.add_argument("--repeat-s", type=float, default=0.05, help="seconds one timed repeat lasts (forwards per repeat)")
+    p.add_argument("--seed", type=int, default=0, help="of the per-round order")
+    p.add_argument("--mpjpe-tol", type=float, default=0.5, help="allowed MPJPE / P-MPJPE rise in mm")
+    p.add_argument("--own-kernels", action="store_true",
+                   help="let each revision measure its own kernel choices (default: HEAD uses BASE's where the "
+                        "shapes agree, so a near-tie measured differently is not reported as a change)")
+    p.add_argument("--out", help="also write the markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    p.add_argument("rest", nargs="*", help="[HEAD] then the cells' overrides, as vptbench run takes them")
+    a = p.parse_args(args)
+    heads = [x for x in a.rest if "=" not in x]
+    overrides = [x for x in a.rest if "=" in x]
+    if len(heads) > 1:
+        raise UserError(f"compare --rev takes one HEAD revision, got {' '.join(heads)}; overrides are KEY=VALUE")
+    if not overrides:
+        raise UserError("compare --rev needs the cells' overrides, e.g. backbone=mixste preset=tiny 'metrics=[speed]'")
+    if not heads:  # the working tree: its config schema is this one, so a bad override is one line before any checkout
+        compose_cells(overrides, a.multirun)
+    try:
+        result = run_ab(".", a.rev, heads[0] if heads else "", overrides, a.multirun, tolerance=a.speed_tol,
+                        confidence=a.confidence, budget_s=a.budget, min_rounds=a.min_rounds,
+                        max_rounds=a.max_rounds, seed=a.seed, target_s=a.repeat_s, mpjpe_tol=a.mpjpe_tol,
+                        same_kernels=not a.own_kernels, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except ABError as e:
+        raise UserError(str(e)) from None
+    text = result.markdown()
+    _summary(text, a.out)
+    for r in result.regressions:
+        print(f"vptbench compare: REGRESSED {r['cell']} {r['metric']}: {r['base']} -> {r['head']} ({r['change']})",
+              file=sys.stderr)
+    for c in result.inconclusive:
+        print(f"vptbench compare: INCONCLUSIVE {c.label}: {c.speed.describe()}", file=sys.stderr)
+    return 1 if result.regressed else 0
 
 
 def cmd_flops(args: List[str]) -> int:

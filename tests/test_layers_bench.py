@@ -18,14 +18,14 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 # top-level part of bench -> layer (lower = more basic)
 LAYERS = {
     "records": 0, "devices": 0, "atomic": 0, "digest": 0, "losses": 0, "data": 0, "changepoint": 0,
-    "fingerprint": 0,
+    "fingerprint": 0, "paired": 0,
     "config": 1, "checkpoint": 1, "store": 1, "metrics": 1,
     "precision": 2,
     "measure": 3, "evaluate": 3,
     "train": 4,
     "cell": 5,
     "grid": 6, "report": 6, "compose": 6,
-    "history": 7,
+    "history": 7, "ab": 7, "ab_worker": 7,
     "cli": 8,
 }
 
@@ -106,7 +106,8 @@ def test_no_import_cycles():
 @pytest.mark.parametrize("module,absent", [
     ("bench.report", ("torch", "hydra", "backbones", "bench.cell")),   # `vptbench report` is pandas only
     ("bench.report.compare", ("torch", "hydra", "backbones")),
-    ("bench.history", ("torch", "hydra", "backbones")),           # `vptbench history` in CI, no torch
+    ("bench.history", ("torch", "hydra", "backbones")),
+    ("bench.ab", ("torch", "hydra", "backbones")),                # the A/B driver: torch lives in its workers           # `vptbench history` in CI, no torch
     ("bench.config", ("torch", "hydra", "omegaconf", "backbones", "numpy")),
     ("bench.store", ("torch", "numpy", "pandas")),
     ("bench.records", ("torch", "numpy", "pandas")),
