@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .paired import Verdict, log_ratios, min_rounds_for, verdict
+from .report.compare import ACCURACY, EXACT, REL_EXACT  # the metrics `compare` checks, and how exactly
 
 __all__ = ["run_ab", "ABResult", "Side"]
 
 WORKER = Path(__file__).with_name("ab_worker.py")
-EXACT = ("params_m", "gflops", "gflops_total")
-ACCURACY = ("mpjpe_mm", "p_mpjpe_mm")
 
 
 class ABError(ValueError):
@@ -57,8 +56,7 @@ class Side:
 
     @property
     def label(self) -> str:
-        what = self.rev or "working tree"
-        return f"{self.name} {what} ({self.commit[:10]})" if self.rev else f"{self.name} working tree (on {self.commit[:10]})"
+        return f"{self.name} {self.rev} ({self.commit[:10]})" if self.rev else f"{self.name} working tree (on {self.commit[:10]})"
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -230,7 +228,7 @@ def _exact_rows(label: str, a: dict, b: dict, mpjpe_tol: float) -> List[dict]:
                              rule="both measure it", verdict="REGRESSED" if vb is None else "ok"))
             continue
         if metric in EXACT:
-            bad = not math.isclose(va, vb, rel_tol=1e-9, abs_tol=0.0)
+            bad = not math.isclose(va, vb, rel_tol=REL_EXACT, abs_tol=0.0)
             rows.append(dict(cell=label, metric=metric, base=_fmt(va), head=_fmt(vb), change=f"{vb - va:+.6g}",
                              rule="must match (rel 1e-9)", verdict="REGRESSED" if bad else "ok"))
         else:
