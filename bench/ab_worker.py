@@ -84,9 +84,7 @@ def _timed_copy(cfg, model, adopt, chosen):
 
 
 def _setup(req):
-    import torch
-
-    from bench.cell import build_model, cell_label, run_cell
+    from bench.cell import cell_label, run_cell
     from bench.compose import compose_cells
 
     cells, out = compose_cells(req["overrides"], req["multirun"]), []
@@ -106,21 +104,34 @@ def _setup(req):
         record = run_cell(cfg) if cfg.metrics else {}
         if record.get("status") == "failed":
             raise ValueError(f"{cell_label(cfg)} failed: {record.get('error')}")
-        torch.set_num_threads(cfg.speed.threads)
-        model = build_model(cfg)
-        chosen = {}
-        run, inputs, path = _timed_copy(cfg, model, theirs, chosen)
-        with torch.inference_mode():
-            for _ in range(max(1, cfg.speed.warmup)):
-                run(*inputs)
-            t0 = time.perf_counter()
-            run(*inputs)
-            forward_s = time.perf_counter() - t0
-        iters = max(1, round(req["target_s"] / max(forward_s, 1e-6)))  # short repeats: drift cancels within a round
-        timed.append((run, inputs, iters, cfg.speed.threads))
-        out.append(dict(label=cell_label(cfg), record=_plain(record), path=path, forward_s=forward_s, iters=iters, choices=chosen,
-                        batch_size=cfg.speed.batch_size, frames_out=model.frames_out, speed="speed" in wanted))
+        cell = dict(label=cell_label(cfg), record=_plain(record), speed="speed" in wanted, path="", choices={})
+        if cell["speed"]:  # a params/FLOPs/accuracy cell needs no timing copy
+            cell.update(_warm(cfg, theirs, timed, req["target_s"]))
+        else:
+            timed.append(None)
+        out.append(cell)
     return out, timed
+
+
+def _warm(cfg, theirs, timed, target_s):
+    """Build and warm up the cell's timing copy; append it to `timed`; what the driver needs of it."""
+    import torch
+
+    from bench.cell import build_model
+
+    torch.set_num_threads(cfg.speed.threads)
+    model, chosen = build_model(cfg), {}
+    run, inputs, path = _timed_copy(cfg, model, theirs, chosen)
+    with torch.inference_mode():
+        for _ in range(max(1, cfg.speed.warmup)):
+            run(*inputs)
+        t0 = time.perf_counter()
+        run(*inputs)
+        forward_s = time.perf_counter() - t0
+    iters = max(1, round(target_s / max(forward_s, 1e-6)))  # short repeats: drift cancels within a round
+    timed.append((run, inputs, iters, cfg.speed.threads))
+    return dict(path=path, forward_s=forward_s, iters=iters, choices=chosen, batch_size=cfg.speed.batch_size,
+                frames_out=model.frames_out)
 
 
 def _plain(record):
