@@ -10,8 +10,17 @@ runs at a time. Two processes of the *same* code differed by up to ±12 % for th
 VM with 2 vCPUs (the mean of 200 paired rounds; glibc's defaults: ±8-12 %; with freed memory kept: ±2-5 %),
 far more than the drift interleaving cancels; binding the OpenMP threads alike (OMP_PROC_BIND) and turning
 address-space randomisation off (`setarch -R`) brought three self-runs to +1.7, -1.0, +1.2 %: what is
-left is measured in reports/ab_error_rates/. The verdict per cell is `bench.paired`'s signed-rank interval of the per-round time ratio,
-checked after every few rounds from `min_rounds` on, until it is decided or the cell's time budget is spent.
+left still moved self-runs of 40 rounds (fresh workers each) apart by a standard deviation of 1.5-4 %
+(three experiments of eight), and a fifth of their 95 % intervals excluded 1: the rounds of one pair of
+processes are not independent draws. So every `segment` rounds (default 5) both workers move their
+timing copy and its input to fresh memory (a deep copy, the old one freed and the free heap returned with
+malloc_trim, one untimed forward), and the interval is taken over segments, not rounds: what a segment's
+rounds share (their pages, a stretch of load) counts once. With it, 0 of 20 self-runs was a false
+regression; whether the renewal itself narrows the spread between pairs is not established (the
+experiments disagree), see reports/ab_error_rates/. The verdict per cell is `bench.paired`'s signed-rank
+interval of the segments' mean log time ratios (a segment counts once: its rounds share its pages),
+checked after every few rounds from `min_rounds` on, until it is decided or the cell's time budget is spent;
+the error rates this gives are measured in reports/ab_error_rates/.
 
 A revision whose dependencies (pyproject's `dependencies` and the `flops` extra) differ from the
 working tree's runs in its own virtual environment with those dependencies, cached by their digest.
@@ -29,11 +38,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .paired import Verdict, log_ratios, min_rounds_for, verdict
+from .paired import Verdict, log_ratios, min_rounds_for, segment_means, verdict
 from .report.compare import ACCURACY, EXACT, REL_EXACT  # the metrics `compare` checks, and how exactly
 
 __all__ = ["run_ab", "ABResult", "Side"]
@@ -248,8 +257,12 @@ def _speed_row(label: str, a_s: List[float], b_s: List[float], frames: float, v:
                 rule=f"slowdown ≤ {100 * v.tolerance:g}%", verdict=word[v.verdict])
 
 
+SEGMENT = 5  # rounds per segment: see the module docstring
+
+
 def _time_cell(workers: Tuple[Worker, Worker], index: int, rng: random.Random, tolerance: float, confidence: float,
-               budget_s: float, min_rounds: int, max_rounds: int) -> Tuple[List[float], List[float], Verdict, float]:
+               budget_s: float, min_rounds: int, max_rounds: int,
+               segment: int) -> Tuple[List[float], List[float], Verdict, float]:
     """Rounds of one repeat per revision, in random order, until decided, out of budget or at max_rounds. The
     first round of each cell is a warm-up and not counted (the other worker's cells ran last). The interval
     is looked at from `min_rounds` on, each look 1.5x the rounds of the last (about ten looks in a long
@@ -258,6 +271,9 @@ def _time_cell(workers: Tuple[Worker, Worker], index: int, rng: random.Random, t
     t0 = time.perf_counter()
     look = min_rounds
     for rnd in range(max_rounds + 1):
+        if segment and rnd > 1 and (rnd - 1) % segment == 0:  # a new segment: both timing copies in fresh memory
+            for side in rng.sample((0, 1), 2):
+                workers[side].ask(op="reshuffle", cell=index)
         for side in rng.sample((0, 1), 2):
             seconds = workers[side].ask(op="time", cell=index)["seconds"]
             if rnd:
@@ -265,23 +281,35 @@ def _time_cell(workers: Tuple[Worker, Worker], index: int, rng: random.Random, t
         n = len(times[0])
         out_of_time = time.perf_counter() - t0 > budget_s
         if n and (n >= look or n >= max_rounds or (out_of_time and n >= min_rounds)):
-            result = verdict(log_ratios(*times), tolerance, confidence)
+            result = segment_verdict(times, segment, tolerance, confidence)
             if result.decided or out_of_time or n >= max_rounds:
                 return times[0], times[1], result, time.perf_counter() - t0
             look = max(n + 1, math.ceil(1.5 * n))
-    return times[0], times[1], verdict(log_ratios(*times), tolerance, confidence), time.perf_counter() - t0
+    return times[0], times[1], segment_verdict(times, segment, tolerance, confidence), time.perf_counter() - t0
+
+
+def segment_verdict(times: Tuple[List[float], List[float]], segment: int, tolerance: float,
+                    confidence: float) -> Verdict:
+    """The verdict on the segments' mean log time ratios (see `run_ab`), in rounds."""
+    v = verdict(segment_means(log_ratios(*times), segment), tolerance, confidence)
+    per = max(1, segment)
+    return replace(v, rounds=len(times[0]), rounds_needed=v.rounds_needed * per if v.rounds_needed else None)
 
 
 def run_ab(repo: str, base: str, head: str, overrides: List[str], multirun: bool, tolerance: float = 0.02,
-           confidence: float = 0.95, budget_s: float = 60.0, min_rounds: int = 10, max_rounds: int = 1000,
+           confidence: float = 0.95, budget_s: float = 60.0, min_rounds: int = 30, max_rounds: int = 1000,
            seed: int = 0, target_s: float = 0.05, mpjpe_tol: float = 0.5, same_kernels: bool = True,
-           log=print) -> ABResult:
-    """A/B of revision `base` against `head` ("" = the working tree) on the cells `overrides` compose to."""
-    if not 0 < tolerance < 1 or not 0.5 <= confidence < 1 or budget_s <= 0 or target_s <= 0:
-        raise ABError("--speed-tol must be in (0, 1), --confidence in [0.5, 1), --budget and --repeat-s > 0")
-    if not min_rounds_for(confidence) <= min_rounds <= max_rounds:
-        raise ABError(f"--min-rounds must be at least {min_rounds_for(confidence)} (the fewest rounds with a "
-                      f"{100 * confidence:g}% interval) and at most --max-rounds")
+           segment: int = SEGMENT, log=print) -> ABResult:
+    """A/B of revision `base` against `head` ("" = the working tree) on the cells `overrides` compose to.
+    `segment`: rounds between renewals of both timing copies' memory, and the unit of the interval (0: never
+    renewed, one value per round)."""
+    if not 0 < tolerance < 1 or not 0.5 <= confidence < 1 or budget_s <= 0 or target_s <= 0 or segment < 0:
+        raise ABError("--speed-tol must be in (0, 1), --confidence in [0.5, 1), --budget and --repeat-s > 0, "
+                      "--segment >= 0")
+    fewest = min_rounds_for(confidence) * max(1, segment)
+    if not fewest <= min_rounds <= max_rounds:
+        raise ABError(f"--min-rounds must be at least {fewest} (the fewest rounds with a {100 * confidence:g}% "
+                      f"interval over segments of {max(1, segment)}) and at most --max-rounds")
     try:
         top = Path(_git(Path(repo), "rev-parse", "--show-toplevel"))
     except ABError:
@@ -325,7 +353,7 @@ def run_ab(repo: str, base: str, head: str, overrides: List[str], multirun: bool
                     for w in workers:
                         w.ask(op="iters", cell=i, iters=iters)
                 ta, tb, v, cell.seconds = _time_cell(tuple(workers), i, rng, tolerance, confidence, budget_s,
-                                                     min_rounds, max_rounds)
+                                                     min_rounds, max_rounds, segment)
                 cell.speed = v
                 cell.rows.append(_speed_row(a["label"], ta, tb, a["batch_size"] * a["frames_out"] * a["iters"], v))
                 log(f"[{i + 1}/{len(a_cells)}] {a['label']}: {v.describe()} ({cell.seconds:.0f} s): {v.verdict}")

@@ -12,6 +12,8 @@ Requests and answers, one JSON object per line:
                       "forward_s", "iters", "choices"}]}: each cell's timing copy is built as its speed metric builds it
                       and warmed up; `iters` forwards make one repeat of about `target_s` seconds
   {"op": "iters", "cell": I, "iters": N} -> {"ok": true}: N forwards per repeat of cell I from now on
+  {"op": "reshuffle", "cell": I} -> {"ok": true}: cell I's timing copy and input moved to fresh memory (a new
+      segment, see bench/ab.py), then one untimed forward
   {"op": "time", "cell": I} -> {"seconds": S}: one timed repeat of cell I
   {"op": "exit"}
 An error is {"error": "one line"}; the driver stops.
@@ -134,6 +136,29 @@ def _warm(cfg, theirs, timed, target_s):
                 frames_out=model.frames_out)
 
 
+def _reshuffle(entry):
+    """The timing copy and its input moved to fresh memory (a deep copy; the old one freed and the heap's free
+    pages returned to the system, so the next forwards fault in new pages), then one untimed forward."""
+    import copy
+    import ctypes
+    import gc
+
+    import torch
+
+    run, inputs, iters, threads = entry
+    run, inputs = copy.deepcopy(run), tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in inputs)
+    del entry
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    torch.set_num_threads(threads)
+    with torch.inference_mode():
+        run(*inputs)
+    return run, inputs, iters, threads
+
+
 def _plain(record):
     return json.loads(json.dumps(record, default=str))
 
@@ -167,6 +192,9 @@ def main(root):
             if req["op"] == "setup":
                 cells, timed = _setup(req)
                 answer = {"cells": cells}
+            elif req["op"] == "reshuffle":
+                timed[req["cell"]] = _reshuffle(timed[req["cell"]])
+                answer = {"ok": True}
             elif req["op"] == "iters":  # the driver evens the two sides' forwards per repeat
                 run, inputs, _, threads = timed[req["cell"]]
                 timed[req["cell"]] = (run, inputs, int(req["iters"]), threads)

@@ -256,7 +256,10 @@ def cmd_compare_revisions(args: List[str]) -> int:
                    help="a slowdown beyond this fraction is a regression once the interval lies past it")
     p.add_argument("--confidence", type=float, default=0.95, help="of the signed-rank interval")
     p.add_argument("--budget", type=float, default=60.0, help="seconds of timing per cell at most")
-    p.add_argument("--min-rounds", type=int, default=10)
+    p.add_argument("--min-rounds", type=int, default=30)
+    p.add_argument("--segment", type=int, default=5,
+                   help="rounds between moving both timing copies to fresh memory; the interval is over segments "
+                        "(0: never, one value per round)")
     p.add_argument("--max-rounds", type=int, default=1000)
     p.add_argument("--repeat-s", type=float, default=0.05, help="seconds one timed repeat lasts (forwards per repeat)")
     p.add_argument("--seed", type=int, default=0, help="of the per-round order")
@@ -279,6 +282,7 @@ def cmd_compare_revisions(args: List[str]) -> int:
         result = run_ab(".", a.rev, heads[0] if heads else "", overrides, a.multirun, tolerance=a.speed_tol,
                         confidence=a.confidence, budget_s=a.budget, min_rounds=a.min_rounds,
                         max_rounds=a.max_rounds, seed=a.seed, target_s=a.repeat_s, mpjpe_tol=a.mpjpe_tol,
+                        segment=a.segment,
                         same_kernels=not a.own_kernels, log=lambda m: print(m, file=sys.stderr, flush=True))
     except ABError as e:
         raise UserError(str(e)) from None

@@ -121,6 +121,15 @@ def _rounds_needed(est: float, lo: float, hi: float, n: int, bound: float) -> Op
     return max(n + 1, math.ceil(n * (half / room) ** 2))
 
 
+def segment_means(values: Sequence[float], size: int) -> List[float]:
+    """Means of consecutive runs of `size` values (the last run may be shorter): one value per segment of an
+    A/B whose memory is renewed between segments (`bench.ab`), so that what a segment shares (its pages, a
+    stretch of machine load) counts once, not once per round. `size` <= 1 returns the values."""
+    if size <= 1:
+        return list(values)
+    return [sum(values[i:i + size]) / len(values[i:i + size]) for i in range(0, len(values), size)]
+
+
 def log_ratios(a: List[float], b: List[float]) -> List[float]:
     """ln(b_i / a_i) of paired timings."""
     if len(a) != len(b):

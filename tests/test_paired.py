@@ -70,3 +70,17 @@ def test_bad_inputs():
         log_ratios([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match="at least one value"):
         signed_rank_interval([])
+
+
+def test_segments_count_once():
+    from bench.paired import segment_means
+
+    assert segment_means([1.0, 3.0, 2.0, 4.0, 9.0], 2) == [2.0, 3.0, 9.0]  # the last segment may be short
+    assert segment_means([1.0, 2.0], 0) == [1.0, 2.0] == segment_means([1.0, 2.0], 1)
+    # a bias shared by a segment's rounds widens the interval over segments, not the one over rounds
+    import random
+
+    rng = random.Random(3)
+    x = [b + rng.gauss(0, 0.01) for b in (rng.gauss(0, 0.05) for _ in range(12)) for _ in range(5)]
+    rounds, segments = verdict(x, 0.02), verdict(segment_means(x, 5), 0.02)
+    assert segments.high - segments.low > 1.5 * (rounds.high - rounds.low)

@@ -127,7 +127,12 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--budget", type=float, default=45.0)
     p.add_argument("--truth-rounds", type=int, default=150)
+    p.add_argument("--self-pairs", type=int, default=0,
+                   help="instead: N self A/Bs of 40 rounds each with segments of 5 and without, alternated (the "
+                        "spread across worker pairs that segments remove); writes DIR/self_pairs.csv")
     a = p.parse_args()
+    if a.self_pairs:
+        return self_pairs(Path(a.out), a.self_pairs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     quiet = lambda m: None  # noqa: E731
@@ -164,13 +169,42 @@ def main() -> int:
     return 0
 
 
+def self_pairs(out: Path, n: int, rounds: int = 40) -> int:
+    """The same commit against itself, a fresh pair of workers each time, `rounds` rounds: how far apart pairs
+    land (standard deviation of the log ratio across pairs) and how often a 95 % interval excludes 1, with the
+    memory renewed every 5 rounds (segments) and never (segment 0)."""
+    from bench.ab import run_ab
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clone, base = make_clone(Path(tmp))
+        for i in range(2 * n):
+            segment = 5 if i % 2 else 0
+            v = run_ab(str(clone), base, base, CELL, False, budget_s=1e9, min_rounds=rounds, max_rounds=rounds,
+                       seed=100 + i, segment=segment, log=lambda m: None).cells[0].speed
+            rows.append(dict(pair=i, segment=segment, ratio=round(v.ratio, 4), low=round(v.low, 4), high=round(v.high, 4),
+                             excludes_1=v.low > 1 or v.high < 1))
+            print(rows[-1], file=sys.stderr, flush=True)
+    with open(out / "self_pairs.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    for segment in (0, 5):
+        rs = [r for r in rows if r["segment"] == segment]
+        logs = [math.log(r["ratio"]) for r in rs]
+        print(f"segment {segment}: sd of the log ratio across {len(rs)} pairs {statistics.stdev(logs):.4f}, "
+              f"mean {statistics.mean(logs):+.4f}, intervals excluding 1: {sum(r['excludes_1'] for r in rs)}/{len(rs)}")
+    return 0
+
+
 def summary(rows, truth, k5, k10, a) -> str:
     from bench.cell import environment
 
     env = environment("cpu")
     lines = [f"# A/B error rates: `vptbench compare --rev`, {len(rows) // 3} runs per revision", "",
              f"Machine: {env.get('cpu_name')} ({env.get('cpu_features')}), torch {env.get('torch_version')}, 2 threads. Cell: `{' '.join(CELL)}` "
-             f"(tolerance 2 %, 95 % signed-rank interval, budget {a.budget:g} s of timing per cell, 10 rounds minimum).",
+             f"(tolerance 2 %, 95 % signed-rank interval over segments of 5 rounds, budget {a.budget:g} s of timing per cell, 30 rounds minimum).",
              "", "| revision | true slowdown (one long A/B) | regression | unchanged | faster | inconclusive | "
              "median timing s | median total s |", "|---|---|---|---|---|---|---|---|"]
     for name, k in (("same", 0), ("5%", k5), ("10%", k10)):
