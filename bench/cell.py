@@ -266,6 +266,8 @@ def _weights_for_accuracy(cfg: Config, model, train_seqs, ckdir: Path, device: t
 def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device: torch.device) -> None:
     """Throughput at speed.batch_size on the cell's device. Running out of memory at that batch is a
     recorded skip (one line; the cell stays ok and the grid is not failed), not an error."""
+    from .measure.flops import count_flops
+    from .measure.quality import measure_until_clean, timing_problem
     from .measure.speed import measure_speed
 
     s = cfg.speed
@@ -278,11 +280,17 @@ def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device
     if cfg.pruner.name != "none" and cfg.pipeline.name == "seq2seq" and not s.compile:
         pair = backbones.create_hourglass(cfg.backbone.name, cfg.preset.name, "none", "none", [],
                                           backbone_args=dict(cfg.backbone.overrides), seed=cfg.seed)
+    flops_ratio = None
+    if pair is not None:  # what the speed-up may plausibly be (bench.measure.quality)
+        own = record.get("gflops_total") or count_flops(model, (clip,)).gflops_total
+        flops_ratio = count_flops(pair, (clip,)).gflops_total / own
+    measure = lambda: measure_speed(  # noqa: E731
+        model, make, batch_size=s.batch_size, frames_out_per_clip=model.frames_out, threads=s.threads,
+        warmup=s.warmup, iters=s.iters, repeats=s.repeats, precision=s.precision, device=str(device),
+        compile=s.compile, batch1_latency=True, paired=pair)
+    check = lambda r: timing_problem(r, max_cv=s.max_cv, max_realised=s.max_realised, flops_ratio=flops_ratio)  # noqa: E731
     try:
-        row = measure_speed(model, make, batch_size=s.batch_size, frames_out_per_clip=model.frames_out,
-                            threads=s.threads, warmup=s.warmup, iters=s.iters, repeats=s.repeats,
-                            precision=s.precision, device=str(device), compile=s.compile, batch1_latency=True,
-                            paired=pair)
+        row = measure_until_clean(measure, check, s.remeasure_s)
     except Exception as e:  # noqa: BLE001 - only out-of-memory is a skip; anything else fails the cell
         if not is_out_of_memory(e):
             raise
@@ -295,7 +303,10 @@ def _time(cfg: Config, model, clip: torch.Tensor, record: Dict[str, Any], device
     record.update({k: row[k] for k in METRIC_FIELDS["speed"]})
     paired = row.get("paired_clips_per_s")
     record.update(speed_threads=row.get("threads", s.threads), speed_compile_s=row.get("compile_s"),
-                  speed_path=row["speed_path"], speedup_paired=row["clips_per_s"] / paired if paired else None)
+                  speed_path=row["speed_path"], speedup_paired=row["clips_per_s"] / paired if paired else None,
+                  speed_attempts=row["speed_attempts"], speed_noisy=row["speed_noisy"])
+    if row["speed_noisy"]:
+        log.warning("cell %s: noisy timing, flagged in the record: %s", cell_label(cfg), row["speed_noisy"])
 
 
 def _free_device_memory() -> None:

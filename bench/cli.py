@@ -14,6 +14,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 from typing import List
 
 from .compose import ABLATIONS, UserError, compose_cells, launcher_name, pin_device, register_resolvers
@@ -47,6 +48,9 @@ commands:
   history check [--db FILE] [--accepted FILE] [--out FILE]
                              find every step of every series over commits; exit 1 on a regression that is
                              not in the accepted-steps file (default results/baselines/accepted_steps.csv)
+  history report --out DIR [--db FILE] [--accepted FILE] [--no-png]
+                             the trend page: DIR/index.html (one self-contained file, a plot per cell x metric
+                             over commits, machines as series, steps marked) and the plots as DIR/png/*.png
   list                       show backbones, presets, pruners, recoverers, pipelines, data, models and experiments
   quickstart                 the main job: default ablation grid + paper-preset efficiency + report
 """
@@ -227,13 +231,28 @@ def cmd_history(args: List[str]) -> int:
     chk.add_argument("--accepted", default=H.DEFAULT_ACCEPTED,
                      help=f"reviewed CSV of accepted steps: commit, cell, metric, reason (default {H.DEFAULT_ACCEPTED})")
     chk.add_argument("--out", help="also write the markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+    rep = sub.add_parser("report", help="write the trend page: DIR/index.html (self-contained) and DIR/png/")
+    rep.add_argument("--db", default=H.DEFAULT_DB, help=f"history file (default {H.DEFAULT_DB})")
+    rep.add_argument("--accepted", default=H.DEFAULT_ACCEPTED, help="reviewed CSV of accepted steps (as check)")
+    rep.add_argument("--out", required=True, help="directory for index.html and png/")
+    rep.add_argument("--no-png", action="store_true", help="the page only")
     a = p.parse_args(args)
+    if a.action == "report":
+        from .trend import write_trend_page
+
+        n = write_trend_page(a.out, db=a.db, accepted_path=a.accepted, pngs=not a.no_png)
+        out = Path(a.out)
+        print(f"vptbench history: {out / 'index.html'}: {n['plots']} plot(s), {n['steps']} step(s), "
+              f"{n['regressions']} regression(s); {n['pngs']} PNG(s) in {out / 'png'}", file=sys.stderr)
+        return 0
     if a.action == "add":
         n = H.add_records(a.store, db=a.db, repo=a.repo)
         print(f"vptbench history: {n['points']} point(s) added to {a.db}"
               + (f"; skipped {n['skipped_no_commit']} record(s) without a git commit" if n["skipped_no_commit"] else "")
               + (f"; skipped {n['skipped_unknown_commit']} record(s) whose commit {a.repo} does not have (a shallow "
-                 "clone? fetch its history)" if n["skipped_unknown_commit"] else ""), file=sys.stderr)
+                 "clone? fetch its history)" if n["skipped_unknown_commit"] else "")
+              + (f"; left out the timings of {n['skipped_noisy']} record(s) that stayed noisy (speed_noisy)"
+                 if n["skipped_noisy"] else ""), file=sys.stderr)
         return 0
     steps = H.check_history(a.db, a.accepted)
     text = H.steps_markdown(steps, a.db)

@@ -149,6 +149,10 @@ class SpeedCfg:
     repeats: int = 5
     precision: str = "fp32"           # fp32 | bf16 | fp16: a copy with weights and activations in that dtype
     compile: bool = False             # time the torch.compile'd model (compilation timed apart, never inside)
+    # measurement quality (bench/measure/quality.py): a timing over these is re-measured, then flagged
+    max_cv: float = 0.05              # of the repeats (and of a pruned cell's paired time ratio)
+    max_realised: float = 1.3         # paired speed-up / FLOPs ratio
+    remeasure_s: float = 20.0         # seconds of re-measuring at most (0: flag without re-measuring)
 
 
 @dataclass
@@ -233,6 +237,10 @@ class Config:
             ("speed.warmup", sp.warmup, sp.warmup >= 0, ">= 0", "untimed forwards first"),
             ("speed.iters", sp.iters, sp.iters >= 1, ">= 1", "forwards per timed repeat"),
             ("speed.repeats", sp.repeats, sp.repeats >= 1, ">= 1", "timed repeats; the median is kept"),
+            ("speed.max_cv", sp.max_cv, sp.max_cv > 0, "> 0", "a fraction: repeats varying more are re-measured"),
+            ("speed.max_realised", sp.max_realised, sp.max_realised > 0, "> 0",
+             "paired speed-up / FLOPs ratio beyond which a timing is re-measured"),
+            ("speed.remeasure_s", sp.remeasure_s, sp.remeasure_s >= 0, ">= 0", "seconds of re-measuring at most"),
         ]:
             if not ok:
                 raise ValueError(f"{name} must be {rule}, got {value!r} ({meaning})")
@@ -348,6 +356,8 @@ class Config:
             d.pop(k)
         for k in ("progress", "checkpoint_every", "threads"):  # how it runs, not what it computes
             d["train"].pop(k)
+        for k in ("max_cv", "max_realised", "remeasure_s"):  # how long to measure, not what
+            d["speed"].pop(k)
         for k, neutral in NEUTRAL_TRAIN_OPTIONS.items():
             if d["train"][k] == neutral:
                 d["train"].pop(k)

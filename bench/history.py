@@ -29,10 +29,11 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from .changepoint import fit_segments
+from .changepoint import Segment, fit_segments
 from .fingerprint import machine_fingerprint
 
-__all__ = ["add_records", "check_history", "machine_fingerprint", "read_accepted", "Step", "DEFAULT_DB",
+__all__ = ["add_records", "check_history", "read_history", "series_steps", "machine_fingerprint", "read_accepted",
+           "Series", "History", "Step", "DEFAULT_DB",
            "DEFAULT_ACCEPTED", "DIRECTIONS"]
 
 DEFAULT_DB = "results/history.sqlite"
@@ -46,6 +47,7 @@ THRESHOLDS = {"params_m": ("rel", 0.0), "gflops": ("rel", 0.0), "gflops_total": 
               "frames_per_s": ("rel", 0.05), "latency_b1_ms": ("rel", 0.05),
               "mpjpe_mm": ("abs", 0.5), "p_mpjpe_mm": ("abs", 0.5), "mpjve_mm": ("abs", 0.5)}
 CONFIRM = {"frames_per_s": 2, "latency_b1_ms": 2}  # commits the new level must hold; others 1
+TIMED = ("frames_per_s", "latency_b1_ms")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS machines (id TEXT PRIMARY KEY, description TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS commits (hash TEXT PRIMARY KEY, depth INTEGER NOT NULL, time INTEGER NOT NULL,
@@ -82,7 +84,7 @@ def add_records(source: str, db: str = DEFAULT_DB, repo: str = ".") -> Dict[str,
     """Append the ok records of a store (or results.csv) to the history file; returns counts (points added,
     records skipped for want of a commit `repo` knows). A point already there (same cell, metric, machine,
     commit and measurement time) is kept once, so adding a store twice changes nothing."""
-    from .report.compare import cell_name, metric_value
+    from .report.compare import cell_name, metric_value, noisy_timing
     from .report.frame import read_results
 
     df = read_results(source)
@@ -92,7 +94,7 @@ def add_records(source: str, db: str = DEFAULT_DB, repo: str = ".") -> Dict[str,
                          "(its history orders the commits)")
     commits: Dict[str, Optional[Tuple]] = {}
     machines: Dict[str, str] = {}
-    points, skipped = [], {"no commit": 0, "unknown commit": 0}
+    points, skipped = [], {"no commit": 0, "unknown commit": 0, "noisy": 0}
     for _, row in df.iterrows():
         env = {k[len("env_"):]: row[k] for k in row.index if k.startswith("env_")}
         commit = env.get("git_commit")
@@ -110,8 +112,10 @@ def add_records(source: str, db: str = DEFAULT_DB, repo: str = ".") -> Dict[str,
         machines[mid] = desc
         when = str(env.get("timestamp") or "")
         label = cell_name(row)
+        noisy = noisy_timing(row)  # a timing that stayed noisy is not a point of a series (bench.measure.quality)
+        skipped["noisy"] += noisy
         points += [(str(row["key"]), label, metric, mid, info[0], v, when) for metric in DIRECTIONS
-                   if (v := metric_value(row, metric)) is not None]
+                   if (v := metric_value(row, metric)) is not None and not (noisy and metric in TIMED)]
     Path(db).parent.mkdir(parents=True, exist_ok=True)
     with _open(db) as con, con:
         con.executescript(SCHEMA)
@@ -120,7 +124,8 @@ def add_records(source: str, db: str = DEFAULT_DB, repo: str = ".") -> Dict[str,
         before = con.total_changes
         con.executemany("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?, ?)", points)
         added = con.total_changes - before
-    return {"points": added, "skipped_no_commit": skipped["no commit"], "skipped_unknown_commit": skipped["unknown commit"]}
+    return {"points": added, "skipped_no_commit": skipped["no commit"], "skipped_unknown_commit": skipped["unknown commit"],
+            "skipped_noisy": skipped["noisy"]}
 
 
 @contextmanager
@@ -193,35 +198,71 @@ def _verdict(metric: str, before: float, after: float, points: int, closed: bool
     return "regression"
 
 
-def check_history(db: str = DEFAULT_DB, accepted_path: str = DEFAULT_ACCEPTED) -> List[Step]:
-    """Every step of every series in the history file (see the module docstring)."""
+@dataclass
+class Series:
+    """One cell x metric x machine over commits: every measurement of each commit, in commit order."""
+    cell: str
+    label: str
+    metric: str
+    machine: str
+    by_commit: Dict[str, List[float]]   # commit -> its values, in git's order (ancestors first)
+
+    @property
+    def commits(self) -> List[str]:
+        return list(self.by_commit)
+
+    @property
+    def levels(self) -> List[float]:
+        """The value of each commit: the median where it was measured several times."""
+        return [float(np.median(v)) for v in self.by_commit.values()]
+
+
+@dataclass
+class History:
+    series: List[Series]
+    commits: Dict[str, Tuple[int, int, str]]   # hash -> (ancestors, commit time, subject)
+    machines: Dict[str, str]                   # fingerprint id -> description
+
+
+def read_history(db: str = DEFAULT_DB) -> History:
+    """Every series of the history file, with the commits and machines it names."""
     if not Path(db).exists():
         raise ValueError(f"no history at {db}; add stores first (vptbench history add STORE --db {db})")
-    accepted = read_accepted(accepted_path)
     with _open(db) as con:
         rows = con.execute(
             "SELECT p.cell, p.label, p.metric, p.machine, p.commit_hash, p.value FROM points p "
             "JOIN commits c ON c.hash = p.commit_hash ORDER BY p.cell, p.metric, p.machine, c.depth, c.time, c.hash"
         ).fetchall()
-    series: Dict[Tuple[str, str, str], Dict[str, List[float]]] = {}
-    labels: Dict[str, str] = {}
+        commits = {h: (d, t, s) for h, d, t, s in con.execute("SELECT hash, depth, time, subject FROM commits")}
+        machines = dict(con.execute("SELECT id, description FROM machines").fetchall())
+    series: Dict[Tuple[str, str, str], Series] = {}
     for cell, label, metric, machine, commit, value in rows:
-        series.setdefault((cell, metric, machine), {}).setdefault(commit, []).append(value)
-        labels[cell] = label
-    steps: List[Step] = []
-    for (cell, metric, machine), by_commit in series.items():
-        commits = list(by_commit)  # insertion order = the query's commit order
-        x = [float(np.median(by_commit[c])) for c in commits]
-        segments = fit_segments(x, min_size=CONFIRM.get(metric, 1))
-        for k in range(1, len(segments)):
-            prev, cur = segments[k - 1], segments[k]
-            first = commits[cur.start]
-            n = cur.stop - cur.start
-            verdict = _verdict(metric, prev.level, cur.level, n, closed=cur.stop < len(x),
-                               accepted=_accepted(first, cell, metric, accepted))
-            steps.append(Step(cell, labels[cell], metric, machine, first, commits[prev.stop - 1], prev.level,
-                              cur.level, n, verdict))
-    return steps
+        key = (cell, metric, machine)
+        if key not in series:
+            series[key] = Series(cell, label, metric, machine, {})
+        series[key].by_commit.setdefault(commit, []).append(value)
+    return History(list(series.values()), commits, machines)
+
+
+def series_steps(s: Series, accepted: Iterable[Dict[str, str]] = ()) -> Tuple[List[Segment], List[Step]]:
+    """The fitted levels of one series and every step between them, each with its verdict."""
+    commits, x = s.commits, s.levels
+    segments = fit_segments(x, min_size=CONFIRM.get(s.metric, 1))
+    steps = []
+    for prev, cur in zip(segments, segments[1:]):
+        first, n = commits[cur.start], cur.stop - cur.start
+        verdict = _verdict(s.metric, prev.level, cur.level, n, closed=cur.stop < len(x),
+                           accepted=_accepted(first, s.cell, s.metric, accepted))
+        steps.append(Step(s.cell, s.label, s.metric, s.machine, first, commits[prev.stop - 1], prev.level,
+                          cur.level, n, verdict))
+    return segments, steps
+
+
+def check_history(db: str = DEFAULT_DB, accepted_path: str = DEFAULT_ACCEPTED) -> List[Step]:
+    """Every step of every series in the history file (see the module docstring)."""
+    history = read_history(db)
+    accepted = read_accepted(accepted_path)
+    return [step for s in history.series for step in series_steps(s, accepted)[1]]
 
 
 def steps_markdown(steps: List[Step], db: str) -> str:

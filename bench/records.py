@@ -11,7 +11,8 @@ A record is a JSON object. Known fields:
   `seed` (int >= 0), `schedule` (a list of [layer, tokens] integer pairs): required (REQUIRED) by readers
   that put records in tables (report, compare), as they align a record with its row; every record
   `run_cell` writes has them. `mode` (string; absent in records older than modes), `depth` and
-  `speed_batch` (int >= 1), `data_label` and `experiment` (string): when present;
+  `speed_batch` and `speed_attempts` (int >= 1), `data_label`, `experiment` and `speed_noisy` (string, why a
+  timing that stayed noisy after re-measuring is not a clean number): when present;
 - metrics (METRICS below): absent, null or NaN means "not measured" (a results.csv writes an absent
   value as an empty cell, read back as NaN); otherwise a real number (not a bool or a string) that is
   finite and in range;
@@ -33,8 +34,8 @@ REQUIRED = ("key", "status", "backbone", "preset", "pipeline", "pruner", "recove
             "schedule")
 STRINGS = ("backbone", "preset", "pipeline", "pruner", "recoverer", "data", "mode", "device", "data_label",
            "experiment", "error", "speed_skipped", "speed_path", "pruner_args", "recoverer_args", "weights",
-           "weights_sha256")
-INTS = {"frames": 1, "depth": 1, "seed": 0, "speed_batch": 1}  # field -> lowest allowed value
+           "weights_sha256", "speed_noisy")
+INTS = {"frames": 1, "depth": 1, "seed": 0, "speed_batch": 1, "speed_attempts": 1}  # field -> lowest allowed value
 # The fields each metric of `metrics=[...]` writes: the one list the config (valid names), the cell (what
 # to measure and merge), the timer, the grid (what makes a record complete) and the reports read.
 METRIC_GROUPS: Dict[str, Tuple[str, ...]] = {

@@ -26,7 +26,8 @@ LAYERS = {
     "cell": 5,
     "grid": 6, "report": 6, "compose": 6,
     "history": 7, "ab": 7, "ab_worker": 7,
-    "cli": 8,
+    "trend": 8,
+    "cli": 9,
 }
 
 
@@ -107,6 +108,7 @@ def test_no_import_cycles():
     ("bench.report", ("torch", "hydra", "backbones", "bench.cell")),   # `vptbench report` is pandas only
     ("bench.report.compare", ("torch", "hydra", "backbones")),
     ("bench.history", ("torch", "hydra", "backbones")),
+    ("bench.trend", ("torch", "hydra", "backbones", "plotly", "matplotlib")),  # both loaded when a page is written
     ("bench.ab", ("torch", "hydra", "backbones")),                # the A/B driver: torch lives in its workers           # `vptbench history` in CI, no torch
     ("bench.config", ("torch", "hydra", "omegaconf", "backbones", "numpy")),
     ("bench.store", ("torch", "numpy", "pandas")),

@@ -33,8 +33,8 @@ def test_row_fields_and_their_relations():
     row = measure_speed(nn.Linear(2, 3), _make, frames_out_per_clip=27, batch_size=4, threads=1,
                         warmup=1, iters=2, repeats=3)
     assert set(SPEED_FIELDS) | {"threads", "batch_size", "warmup", "iters", "repeats", "device", "precision",
-                                "compile", "compile_s", "speed_path", "paired_clips_per_s"} == set(row)
-    assert row["paired_clips_per_s"] is None  # nothing to pair with
+                                "compile", "compile_s", "speed_path", "paired_clips_per_s", "paired_ratio_cv"} == set(row)
+    assert row["paired_clips_per_s"] is None and row["paired_ratio_cv"] is None  # nothing to pair with
     assert row["clips_per_s"] > 0 and row["latency_ms"] > 0 and row["speed_cv"] >= 0
     assert row["frames_per_s"] == pytest.approx(row["clips_per_s"] * 27)
     assert row["clips_per_s"] == pytest.approx(4 / (row["latency_ms"] / 1e3))
@@ -340,7 +340,7 @@ def test_a_paired_model_is_timed_alternately_in_the_same_run():
                         repeats=3, floor=False, paired=Tagged("b"))
     timed = [t for t in order if t in "ab"][-12:]  # after the warm-ups: 3 repeats x 2 iters each, alternating
     assert timed == ["a", "a", "b", "b"] * 3
-    assert row["paired_clips_per_s"] > 0 and row["clips_per_s"] > 0
+    assert row["paired_clips_per_s"] > 0 and row["clips_per_s"] > 0 and row["paired_ratio_cv"] >= 0
 
 
 def test_a_pruned_cells_speed_up_is_timed_against_its_baseline_in_its_own_run(tmp_path):

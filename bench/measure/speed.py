@@ -71,7 +71,7 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
 
     Returns: `clips_per_s` (batch x iters / median repeat seconds), `frames_per_s` (= clips_per_s x
     frames_out_per_clip), `latency_ms` (median time of one forward), `speed_cv` (stdev / mean of the
-    repeat times; 0.0 for a single repeat), `peak_mem_mb`, `floor_s` and `hw_efficiency` (floor_s /
+    repeat times; 0.0 for a single repeat), `paired_ratio_cv` (that of the per-repeat time ratio to `paired`), `peak_mem_mb`, `floor_s` and `hw_efficiency` (floor_s /
     seconds per forward), `speed_path` (what was timed), `latency_b1_ms`, and the settings used.
     """
     counts = dict(batch_size=batch_size, iters=iters, repeats=repeats, threads=threads if threads is not None else 1)
@@ -130,11 +130,16 @@ def measure_speed(model: nn.Module, make_input: Callable[[int], Tuple[torch.Tens
             "latency_ms": per_forward * 1e3, "floor_s": floor_s,
             "hw_efficiency": floor_s / per_forward if floor_s else None, "speed_path": path,
             "latency_b1_ms": latency_b1 * 1e3 if latency_b1 is not None else None,
-            "speed_cv": statistics.stdev(secs) / statistics.mean(secs) if repeats > 1 else 0.0,
+            "speed_cv": _cv(secs),
             "peak_mem_mb": peak_mb, "threads": used_threads, "batch_size": batch_size, "warmup": warmup,
             "iters": iters, "repeats": repeats, "device": device, "precision": precision, "compile": compile,
             "compile_s": compile_s,
-            "paired_clips_per_s": batch_size * iters / statistics.median(paired_secs) if paired_secs else None}
+            "paired_clips_per_s": batch_size * iters / statistics.median(paired_secs) if paired_secs else None,
+            "paired_ratio_cv": _cv([a / b for a, b in zip(secs, paired_secs)]) if paired_secs else None}
+
+
+def _cv(values: List[float]) -> float:
+    return statistics.stdev(values) / statistics.mean(values) if len(values) > 1 else 0.0
 
 
 def _compile(model: nn.Module) -> nn.Module:

@@ -5,7 +5,8 @@ data, mode, seed). Per metric:
 - params and FLOPs must match exactly (relative 1e-9: a model change shows up here first);
 - MPJPE / P-MPJPE may rise by at most `mpjpe_tol` mm;
 - throughput (frames/s) is compared as a ratio current/baseline and may drop by at most
-  max(speed_tol, 3 × the combined coefficient of variation of the two measurements).
+  max(speed_tol, 3 × the combined coefficient of variation of the two measurements); a timing that stayed
+  noisy after re-measuring (`speed_noisy`, bench.measure.quality) on either side is NOISY: shown, not judged.
 What the baseline measured is what CURRENT must deliver, so a gate never passes by comparing nothing:
 a metric the baseline measured (a finite value; a frames/s > 0) that CURRENT lacks (NaN, null, no
 column) regresses, as does a baseline cell missing from CURRENT and a cell that was ok and now failed.
@@ -31,7 +32,7 @@ import pandas as pd
 from ..fingerprint import row_fingerprint
 from .frame import CELL_COLUMNS, read_results, stages_label
 
-__all__ = ["compare", "Comparison", "cell_name", "metric_value", "EXACT", "ACCURACY"]
+__all__ = ["compare", "Comparison", "cell_name", "metric_value", "noisy_timing", "EXACT", "ACCURACY"]
 
 EXACT = ("params_m", "gflops", "gflops_total")
 ACCURACY = ("mpjpe_mm", "p_mpjpe_mm")
@@ -76,7 +77,12 @@ class Comparison:
         bad = len(self.regressions) + (0 if self.partial else len(self.missing))
         return (f"{len({r['cell'] for r in done})} cell(s), {len(done)} metric(s) compared, {bad} regression(s), "
                 f"{len(self.missing)} missing, {len(self.new)} new, {len(self.not_compared)} not compared"
-                + (f", {len(self.other_machine)} speed on another machine" if self.other_machine else ""))
+                + (f", {len(self.other_machine)} speed on another machine" if self.other_machine else "")
+                + (f", {len(self.noisy)} noisy timing(s) not judged" if self.noisy else ""))
+
+    @property
+    def noisy(self) -> List[dict]:
+        return [r for r in self.rows if r["verdict"] == "NOISY"]
 
     def markdown(self, baseline: str, current: str) -> str:
         bad = self.regressions
@@ -154,6 +160,12 @@ def metric_value(row: pd.Series, metric: str) -> Optional[float]:
     return v
 
 
+def noisy_timing(row: pd.Series) -> bool:
+    """Whether the row's timing stayed noisy after re-measuring (bench.measure.quality)."""
+    v = row.get("speed_noisy")
+    return isinstance(v, str) and v.strip() != ""
+
+
 def _cv(row: pd.Series) -> float:
     v = metric_value(row, "speed_cv")
     return v if v is not None and v >= 0 else 0.0
@@ -205,8 +217,12 @@ def _compare_cell(out: Comparison, br: pd.Series, cr: pd.Series, mpjpe_tol: floa
                                  rule="must be measured", verdict="REGRESSED"))
         else:
             change, rule, bad = _check(metric, bv, cv, br, cr, mpjpe_tol, speed_tol, same)
+            verdict = "REGRESSED" if bad else "ok"
+            noisy = [side for side, r in (("baseline", br), ("current", cr)) if noisy_timing(r)]
+            if metric == SPEED and noisy:  # not a clean number: neither a pass nor a regression
+                verdict, rule = "NOISY", f"not judged: the {' and '.join(noisy)} timing stayed noisy (speed_noisy)"
             out.rows.append(dict(cell=name, metric=metric, baseline=_fmt(bv, metric), current=_fmt(cv, metric),
-                                 change=change, rule=rule, verdict="REGRESSED" if bad else "ok"))
+                                 change=change, rule=rule, verdict=verdict))
 
 
 def compare(baseline: str, current: str, mpjpe_tol: float = 0.5, speed_tol: float = 0.10,

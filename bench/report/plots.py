@@ -186,6 +186,10 @@ def _speedup(t: pd.DataFrame, out: Path) -> List[Path]:
     hi = max(d["FLOPs ratio"].max(), d["speed-up"].max()) * 1.08
     lo = min(1.0, d["speed-up"].min()) * 0.95
     ax.plot([lo, hi], [lo, hi], ls="--", color="0.4", lw=1, label="y = x (speed-up = FLOPs saved)")
+    noisy = d[d["noisy timing"]] if "noisy timing" in d else d.iloc[:0]
+    if len(noisy):  # never shown as a clean number: ringed, and said in the legend
+        ax.scatter(noisy["FLOPs ratio"], noisy["speed-up"], s=260, facecolors="none", edgecolors="#d62728",
+                   linewidths=1.2, label="noisy timing (†)")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("FLOPs ratio (baseline / pruned)")

@@ -18,7 +18,7 @@ LOWER, HIGHER = "min", "max"
 _TEX = [("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"), ("_", r"\_"),
         ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"), ("^", r"\textasciicircum{}"),
         ("±", r"$\pm$"), ("→", r"$\rightarrow$"), ("×", r"$\times$"), ("Δ", r"$\Delta$"), ("–", "--"),
-        ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$")]
+        ("↓", r"$\downarrow$"), ("↑", r"$\uparrow$"), ("†", r"\dag{}")]
 
 
 _TEX_MAP = dict(_TEX)
@@ -59,6 +59,8 @@ class Table:
     std: Dict[str, str] = field(default_factory=dict)
     best: Optional[pd.DataFrame] = None
     note: str = ""
+    # cells whose timing stayed noisy after re-measuring (bench.measure.quality): marked †, never bold
+    noisy: Optional[pd.DataFrame] = None
 
     @property
     def columns(self) -> List[str]:
@@ -79,6 +81,9 @@ class Table:
                     s = self.frame.at[i, self.std[c]] if c in self.std else np.nan
                     if pd.notna(s):
                         t += " ± " + self.fmt[c].format(s).lstrip("+")
+                if self.noisy is not None and c in self.noisy and bool(self.noisy.at[i, c]) and t != "–":
+                    cells.append(t + " †")
+                    continue
                 marked = self.best is not None and c in self.best and bool(self.best.at[i, c])
                 cells.append(bold(t) if marked and t != "–" else t)
             out[c] = cells

@@ -36,7 +36,10 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     for col in VALUES:
         if col not in ok:
             ok[col] = np.nan
-    ok = aggregate_seeds(ok, VALUES)
+    # a timing still noisy after re-measuring (bench.measure.quality): counted over seeds, flagged in tables
+    noisy = ok["speed_noisy"] if "speed_noisy" in ok else pd.Series(np.nan, index=ok.index)
+    ok["noisy_timings"] = noisy.map(lambda v: float(isinstance(v, str) and v != ""))
+    ok = aggregate_seeds(ok, VALUES + ["noisy_timings"])
     base = ok[ok["pruner"] == "none"].groupby(BLOCK)[["gflops", "frames_per_s", "mpjpe_mm"]].first()
     base.columns = [f"base_{c}" for c in base.columns]
     ok = ok.join(base, on=BLOCK)
@@ -58,6 +61,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
         "MPJPE": ok["mpjpe_mm"], "MPJPE std": ok["mpjpe_mm_std"], "P-MPJPE": ok["p_mpjpe_mm"],
         "P-MPJPE std": ok["p_mpjpe_mm_std"], "MPJVE": ok["mpjve_mm"],
         "ΔMPJPE": ok["mpjpe_mm"] - ok["base_mpjpe_mm"], "seeds": ok["n_seeds"],
+        "noisy timing": ok["noisy_timings"] > 0,
     })
     # seq2frame frames/s counts one output frame per clip: no speed-up across pipelines
     out.loc[out["pipeline"] != "seq2seq", "speed-up"] = np.nan
@@ -66,19 +70,33 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
     return out.drop(columns="pruned").reset_index(drop=True)
 
 
+TIMED = ("frames/s", "speed-up", "hw eff.", "ms (b=1)")  # the columns a noisy timing makes unclean
+NOISY_NOTE = ("† a noisy timing: its repeats disagreed (or its speed-up exceeded what its FLOPs cut allows) and "
+              "still did after re-measuring for speed.remeasure_s; the record's speed_noisy says why. Not a clean "
+              "number: rerun it on a quiet machine (rerun=true metrics=[speed]).")
+
+
 def _table(name, title, frame, note="", whole=False, best=None) -> Table:
-    frame = frame.dropna(axis=1, how="all").reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    flagged = frame.pop("noisy timing").astype(bool) if "noisy timing" in frame else pd.Series(False, index=frame.index)
+    frame = frame.dropna(axis=1, how="all")
     if "seeds" in frame and frame["seeds"].max() <= 1:
         frame = frame.drop(columns="seeds")
+    timed = [c for c in TIMED if c in frame]
+    noisy = pd.DataFrame({c: flagged for c in timed}) if flagged.any() else None
+    clean = frame.copy()
+    clean.loc[flagged, timed] = np.nan  # a noisy number never competes for bold
     directions = best if best is not None else BEST
     return Table(name, title, frame, fmt={c: FMT.get(c, "{:.1f}") for c in frame if pd.api.types.is_numeric_dtype(frame[c])},
                  std={c: s for c, s in STD.items() if c in frame and s in frame},
-                 best=best_mask(frame, {c: d for c, d in directions.items() if c in frame}, whole), note=note)
+                 best=best_mask(clean, {c: d for c, d in directions.items() if c in frame}, whole),
+                 note="\n\n".join(n for n in (note, NOISY_NOTE if noisy is not None else "") if n), noisy=noisy)
 
 
 def _efficiency(t: pd.DataFrame) -> List[Table]:
     cols = ["backbone", "method", "pipeline", "schedule (tokens@layer)", "frames", "params (M)", "GFLOPs",
-            "ΔFLOPs %", "frames/s", "speed-up", "hw eff.", "ms (b=1)", "MPJPE", "MPJPE std", "P-MPJPE", "P-MPJPE std", "ΔMPJPE", "seeds"]
+            "ΔFLOPs %", "frames/s", "speed-up", "hw eff.", "ms (b=1)", "MPJPE", "MPJPE std", "P-MPJPE", "P-MPJPE std", "ΔMPJPE", "seeds",
+            "noisy timing"]
     out = []
     for (preset, data, device), part in t.groupby(["preset", "data", "device"], sort=False):
         part = part if part["pipeline"].nunique() > 1 else part.drop(columns="pipeline")
@@ -254,7 +272,7 @@ def build_tables(df: pd.DataFrame) -> List[Table]:
                           f"{label}, pruning layer × tokens kept", BLOCK + ["method"])
     # hierarchical schedules: every schedule of a method that has a multi-stage one, with its baseline
     cols = ["method", "schedule (tokens@layer)", "stages", "GFLOPs", "ΔFLOPs %", "frames/s", "speed-up", "MPJPE",
-            "MPJPE std", "ΔMPJPE", "seeds"]
+            "MPJPE std", "ΔMPJPE", "seeds", "noisy timing"]
     for key, part in t.groupby(BLOCK, sort=False):
         hier = part[part["stages"] > 1]["method"].unique()
         if len(hier) == 0:
