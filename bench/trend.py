@@ -64,7 +64,7 @@ class _Plot:
 
     @property
     def stem(self) -> str:
-        return f"{_slug(self.label)}-{self.cell[:8]}-{self.metric}"
+        return _slug(f"{self.label}-{self.cell[:8]}-{self.metric}")  # a file name, whatever the history holds
 
 
 def _plots(history: History, accepted) -> List[_Plot]:
@@ -192,14 +192,16 @@ def write_trend_page(out: str, db: str = DEFAULT_DB, accepted_path: str = DEFAUL
             n += 1
             if pngs:
                 _png(p, x_of, colour, out_dir / "png" / f"{p.stem}.png")
-        sections.append(f'<section id="cell-{cell[:12]}"><h2>{html.escape(label)} <code>{cell[:12]}</code></h2>'
+        sections.append(f'<section id="cell-{_slug(cell[:12])}"><h2>{html.escape(label)} <code>{html.escape(cell[:12])}</code></h2>'
                         + "".join(divs) + "</section>")
 
     step_rows = [[f'<span class="verdict" style="color:{VERDICT_COLOURS[st.verdict]}">{st.verdict}</span>',
-                  f'<a href="#cell-{st.cell[:12]}">{html.escape(st.label)}</a>', st.metric, st.machine,
-                  f"<code>{st.first[:12]}</code> {html.escape(history.commits[st.first][2][:70])}",
-                  f"<code>{st.previous[:12]}</code>", html.escape(st.change), str(st.points)] for st in steps]
-    machine_rows = [[f'<span style="color:{colour[m]}">■</span> <code>{m}</code>',
+                  f'<a href="#cell-{_slug(st.cell[:12])}">{html.escape(st.label)}</a>', html.escape(st.metric),
+                  html.escape(st.machine), f"<code>{html.escape(st.first[:12])}</code> "
+                  f"{html.escape(history.commits[st.first][2][:70])}", f"<code>{html.escape(st.previous[:12])}</code>",
+                  html.escape(st.change), str(st.points)] for st in steps]
+    # every text on the page comes from a history file someone else may have written: escaped, never markup
+    machine_rows = [[f'<span style="color:{colour[m]}">■</span> <code>{html.escape(m)}</code>',
                      html.escape(history.machines.get(m, ""))] for m in machines]
     headline = f"{bad} regression(s)" if bad else "no regression"
     page = f"""<!doctype html>

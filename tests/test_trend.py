@@ -70,6 +70,18 @@ def test_report_input_problems_are_one_line(trend, tmp_path):
     assert not (tmp_path / "p" / "index.html").exists()
 
 
+def test_what_a_history_file_holds_is_text_never_markup_or_a_path(trend, tmp_path):
+    db = tmp_path / "hostile.sqlite"
+    db.write_bytes(trend["db"].read_bytes())
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE points SET cell = '../../evil\"<b>', label = '<img src=x onerror=alert(1)>'")
+        con.execute("UPDATE machines SET description = '<script>alert(2)</script>'")
+    vptbench("history", "report", "--db", str(db), "--out", str(tmp_path / "page"))
+    page = (tmp_path / "page" / "index.html").read_text()
+    assert "<img src=x" not in page and "<script>alert(2)" not in page and "&lt;img src=x" in page
+    assert sorted(p.parent for p in tmp_path.rglob("*.png")) == [tmp_path / "page" / "png"] * 4
+
+
 def _browser():
     return next((b for b in map(shutil.which, BROWSERS) if b), None)
 
