@@ -136,27 +136,27 @@ def _warm(cfg, theirs, timed, target_s):
                 frames_out=model.frames_out)
 
 
-def _reshuffle(entry):
-    """The timing copy and its input moved to fresh memory (a deep copy; the old one freed and the heap's free
-    pages returned to the system, so the next forwards fault in new pages), then one untimed forward."""
+def _reshuffle(timed, index):
+    """Cell `index`'s timing copy and its input moved to fresh memory (a deep copy; the old one freed and the
+    heap's free pages returned to the system, so the next forwards fault in new pages), then one untimed
+    forward."""
     import copy
     import ctypes
-    import gc
 
     import torch
 
-    run, inputs, iters, threads = entry
-    run, inputs = copy.deepcopy(run), tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in inputs)
-    del entry
-    gc.collect()
+    old, inputs, iters, threads = timed[index]
+    timed[index] = None
+    run, fresh = copy.deepcopy(old), tuple(t.clone() if isinstance(t, torch.Tensor) else t for t in inputs)
+    del old, inputs  # freed here by reference counting (a gc pass in a process this size takes longer than a round)
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
     torch.set_num_threads(threads)
     with torch.inference_mode():
-        run(*inputs)
-    return run, inputs, iters, threads
+        run(*fresh)
+    timed[index] = (run, fresh, iters, threads)
 
 
 def _plain(record):
@@ -193,7 +193,7 @@ def main(root):
                 cells, timed = _setup(req)
                 answer = {"cells": cells}
             elif req["op"] == "reshuffle":
-                timed[req["cell"]] = _reshuffle(timed[req["cell"]])
+                _reshuffle(timed, req["cell"])
                 answer = {"ok": True}
             elif req["op"] == "iters":  # the driver evens the two sides' forwards per repeat
                 run, inputs, _, threads = timed[req["cell"]]
