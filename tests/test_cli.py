@@ -112,3 +112,16 @@ def test_fixed_override_pins_a_key_the_experiment_sweeps():
     swept = _compose_all(["experiment=finetune_vs_zeroshot", "seed=0,2", "pruner=uniform", "recoverer=nearest"],
                          multirun=True)
     assert sorted({c.seed for c in swept}) == [0, 2] and len(swept) == 2 * 3  # seeds x the experiment's schedules
+
+
+def test_the_main_job_writes_only_where_git_ignores():
+    """`vptbench quickstart` on a fresh clone must leave `git status` clean: its store and report are ignored
+    paths, and the committed example reports/quickstart/ is not its default output."""
+    from pathlib import Path
+
+    from bench.cli import QUICKSTART_OUT, QUICKSTART_STORE
+
+    root = Path(__file__).resolve().parent.parent
+    for path in (f"{QUICKSTART_STORE}/some-record.json", f"{QUICKSTART_OUT}/results.md"):
+        assert subprocess.run(["git", "-C", str(root), "check-ignore", "-q", path]).returncode == 0, path
+    assert not QUICKSTART_OUT.startswith("reports/")
