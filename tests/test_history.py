@@ -160,3 +160,17 @@ def test_history_input_problems_are_one_line(project, tmp_path):
     proc = vptbench("history", "check", "--db", str(db), "--accepted", str(bad), check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "needs commit, cell, metric, reason" in lines[0], proc.stderr
+
+
+def test_a_commit_hash_that_looks_like_a_number_stays_a_commit(project, tmp_path):
+    """results.csv is text: a short hash of digits and one 'e' ("4739e1234567") is a float to pandas, one of
+    digits with a leading zero an int without it; either made `history add` skip every record (flaky: it
+    depends on the hashes git draws)."""
+    from bench.report.frame import read_results
+
+    for fake in ("4739e1234567", "012345678901"):
+        path = _measured(project, 0, 100.0, tag=fake)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df["env_git_commit"] = fake
+        df.to_csv(path, index=False)
+        assert read_results(str(path))["env_git_commit"].tolist() == [fake]

@@ -86,8 +86,9 @@ def read_results(path: str) -> pd.DataFrame:
 def _read_csv(p: Path) -> pd.DataFrame:
     """The valid rows of a results.csv (its text columns read as text: a key of digits stays a string)."""
     try:
+        # a commit hash is text: "4739e1234567" would read as a float (inf), "012345678901" lose its zero
         df = pd.read_csv(p, dtype={c: str for c in ("key", "status", "schedule", "weights_id", "eval_protocol",
-                                                                 *STRINGS)})
+                                                                 "env_git_commit", *STRINGS)})
     except (ValueError, UnicodeDecodeError) as e:
         raise ValueError(f"{p} is not a readable results.csv ({type(e).__name__}); "
                          "pass a store directory or the results.csv of `vptbench report`") from None
