@@ -84,8 +84,8 @@ def add_records(source: str, db: str = DEFAULT_DB, repo: str = ".") -> Dict[str,
     """Append the ok records of a store (or results.csv) to the history file; returns counts (points added,
     records skipped for want of a commit `repo` knows). A point already there (same cell, metric, machine,
     commit and measurement time) is kept once, so adding a store twice changes nothing."""
-    from .report.compare import cell_name, metric_value, noisy_timing
-    from .report.frame import read_results
+    from .report.compare import cell_name, metric_value
+    from .report.frame import noisy_timing, read_results
 
     df = read_results(source)
     df = df[df["status"] == "ok"]

@@ -30,7 +30,7 @@ from typing import List, Optional, Tuple
 import pandas as pd
 
 from ..fingerprint import row_fingerprint
-from .frame import CELL_COLUMNS, read_results, stages_label
+from .frame import CELL_COLUMNS, noisy_timing, read_results, stages_label
 
 __all__ = ["compare", "Comparison", "cell_name", "metric_value", "noisy_timing", "EXACT", "ACCURACY"]
 
@@ -158,12 +158,6 @@ def metric_value(row: pd.Series, metric: str) -> Optional[float]:
     if not math.isfinite(v) or (metric == SPEED and v <= 0):
         return None
     return v
-
-
-def noisy_timing(row: pd.Series) -> bool:
-    """Whether the row's timing stayed noisy after re-measuring (bench.measure.quality)."""
-    v = row.get("speed_noisy")
-    return isinstance(v, str) and v.strip() != ""
 
 
 def _cv(row: pd.Series) -> float:

@@ -183,6 +183,12 @@ def mixed_variants(df: pd.DataFrame) -> int:
     return int((df.groupby(group, dropna=False)["variant"].nunique() > 1).sum())
 
 
+def noisy_timing(row) -> bool:
+    """Whether a row's (or record's) timing stayed noisy after re-measuring (bench.measure.quality)."""
+    v = row.get("speed_noisy")
+    return isinstance(v, str) and v.strip() != ""
+
+
 def aggregate_seeds(df: pd.DataFrame, values: Iterable[str]) -> pd.DataFrame:
     """One row per cell over seeds: each value column's mean, `<col>_std` (NaN for one seed) and `n_seeds`."""
     # a speed measured at another batch size is another cell, not another seed; nor is a record whose

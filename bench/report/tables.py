@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import MODES
-from .frame import aggregate_seeds, mixed_variants, load_frame, method_name, stages_label
+from .frame import aggregate_seeds, mixed_variants, load_frame, method_name, noisy_timing, stages_label
 from .render import HIGHER, LOWER, Table, best_mask
 
 __all__ = ["load_frame", "efficiency_table", "build_tables", "markdown_report", "method_name"]
@@ -37,8 +37,7 @@ def efficiency_table(df: pd.DataFrame) -> pd.DataFrame:
         if col not in ok:
             ok[col] = np.nan
     # a timing still noisy after re-measuring (bench.measure.quality): counted over seeds, flagged in tables
-    noisy = ok["speed_noisy"] if "speed_noisy" in ok else pd.Series(np.nan, index=ok.index)
-    ok["noisy_timings"] = noisy.map(lambda v: float(isinstance(v, str) and v != ""))
+    ok["noisy_timings"] = ok.apply(noisy_timing, axis=1).astype(float)
     ok = aggregate_seeds(ok, VALUES + ["noisy_timings"])
     base = ok[ok["pruner"] == "none"].groupby(BLOCK)[["gflops", "frames_per_s", "mpjpe_mm"]].first()
     base.columns = [f"base_{c}" for c in base.columns]
